@@ -1,0 +1,4 @@
+"""Packets to calls: capture sources, frames, SIP, SDP, RTP, dialogs, correlation.
+
+Imports nothing from its siblings (see ARCHITECTURE.md).
+"""

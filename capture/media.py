@@ -1,0 +1,109 @@
+"""RTP packets of one call leg, as columns, and the payload formats that describe them.
+
+The tracker appends packets to a :class:`LegSpool` batch by batch (one chunk per batch, no
+per-packet objects); when the call ends :meth:`LegSpool.packets` joins the chunks into one
+:class:`RtpPackets` that ``decode`` renders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+I64 = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class MediaFormat:
+    """One payload type as negotiated (a=rtpmap / a=fmtp) or from the static table."""
+
+    payload_type: int
+    encoding: str  # as in SDP, e.g. "PCMU", "opus", "telephone-event"
+    clock_rate_hz: int
+    channels: int = 1
+    fmtp: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RtpPackets:
+    """RTP packets of one leg in arrival order. ``payload`` is one flat byte array; packet ``i``'s
+    payload (RTP header, CSRCs, extension and padding removed) is
+    ``payload[payload_offsets[i] : payload_offsets[i] + payload_lengths[i]]``."""
+
+    ts_ns: I64
+    seq: I64
+    rtp_ts: I64
+    ssrc: I64
+    payload_type: I64
+    marker: npt.NDArray[np.bool_]
+    payload: npt.NDArray[np.uint8]
+    payload_offsets: I64
+    payload_lengths: I64
+
+    def __len__(self) -> int:
+        return int(self.ts_ns.shape[0])
+
+    @classmethod
+    def empty(cls) -> RtpPackets:
+        z = np.zeros(0, dtype=np.int64)
+        return cls(z, z, z, z, z, np.zeros(0, dtype=np.bool_), np.zeros(0, dtype=np.uint8), z, z)
+
+    def select(self, mask_or_index: npt.NDArray[np.bool_] | I64) -> RtpPackets:
+        """A subset of the packets (boolean mask or index array); payload bytes are shared."""
+        return RtpPackets(
+            self.ts_ns[mask_or_index],
+            self.seq[mask_or_index],
+            self.rtp_ts[mask_or_index],
+            self.ssrc[mask_or_index],
+            self.payload_type[mask_or_index],
+            self.marker[mask_or_index],
+            self.payload,
+            self.payload_offsets[mask_or_index],
+            self.payload_lengths[mask_or_index],
+        )
+
+    def payload_bytes(self, i: int) -> bytes:
+        start = int(self.payload_offsets[i])
+        return self.payload[start : start + int(self.payload_lengths[i])].tobytes()
+
+
+@dataclass(slots=True)
+class LegSpool:
+    """Collects chunks of RTP columns for one leg; bounded by the call's lifetime."""
+
+    chunks: list[RtpPackets] = field(default_factory=list)
+    count: int = 0
+    payload_bytes: int = 0
+    first_ts_ns: int | None = None
+    last_ts_ns: int | None = None
+
+    def append(self, chunk: RtpPackets) -> None:
+        n = len(chunk)
+        if n == 0:
+            return
+        self.chunks.append(chunk)
+        self.count += n
+        self.payload_bytes += int(chunk.payload.shape[0])
+        if self.first_ts_ns is None:
+            self.first_ts_ns = int(chunk.ts_ns[0])
+        self.last_ts_ns = int(chunk.ts_ns[-1])
+
+    def packets(self) -> RtpPackets:
+        if not self.chunks:
+            return RtpPackets.empty()
+        if len(self.chunks) == 1:
+            return self.chunks[0]
+        shifts = np.cumsum([0] + [int(c.payload.shape[0]) for c in self.chunks[:-1]])
+        return RtpPackets(
+            np.concatenate([c.ts_ns for c in self.chunks]),
+            np.concatenate([c.seq for c in self.chunks]),
+            np.concatenate([c.rtp_ts for c in self.chunks]),
+            np.concatenate([c.ssrc for c in self.chunks]),
+            np.concatenate([c.payload_type for c in self.chunks]),
+            np.concatenate([c.marker for c in self.chunks]),
+            np.concatenate([c.payload for c in self.chunks]),
+            np.concatenate([c.payload_offsets + s for c, s in zip(self.chunks, shifts, strict=True)]),
+            np.concatenate([c.payload_lengths for c in self.chunks]),
+        )

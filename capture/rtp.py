@@ -1,0 +1,173 @@
+"""RTP and RTCP headers (RFC 3550, RFC 5761 multiplexing).
+
+Two forms: :func:`parse_rtp` for one packet (tests, tools, slow paths) and :func:`parse_rtp_columns`
+for many packets in one buffer at once (the capture path: numpy over the batch, payloads copied
+out by row gathers, no per-packet objects).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
+
+from capture.errors import ParseError, Truncated
+from capture.media import RtpPackets
+
+RTP_VERSION = 2
+RTP_HEADER_LEN = 12
+# RFC 5761 section 4: with RTP and RTCP on one port, a second byte of 192..223 is RTCP
+# (RTCP packet types 192-223; RTP payload types 64-95 with the marker set are avoided for that reason).
+RTCP_TYPE_MIN = 192
+RTCP_TYPE_MAX = 223
+
+_HDR = struct.Struct("!BBHII")
+
+
+@dataclass(frozen=True, slots=True)
+class RtpHeader:
+    version: int
+    padding: bool
+    extension: bool
+    csrc_count: int
+    marker: bool
+    payload_type: int
+    sequence_number: int
+    timestamp: int
+    ssrc: int
+    csrcs: tuple[int, ...]
+    extension_profile: int | None
+    extension_data: bytes
+    payload: bytes
+    padding_length: int
+
+
+def is_rtcp(data: bytes) -> bool:
+    """True if ``data`` has RTCP's version and packet-type range (RFC 5761 demultiplexing)."""
+    return len(data) >= 8 and data[0] >> 6 == RTP_VERSION and RTCP_TYPE_MIN <= data[1] <= RTCP_TYPE_MAX
+
+
+def parse_rtp(data: bytes) -> RtpHeader:
+    """Parse one RTP packet; raises :class:`ParseError` (or :class:`Truncated`) on bad input."""
+    if len(data) < RTP_HEADER_LEN:
+        raise Truncated(f"RTP packet of {len(data)} bytes is shorter than the 12-byte header")
+    b0, b1, seq, ts, ssrc = _HDR.unpack_from(data, 0)
+    version = b0 >> 6
+    if version != RTP_VERSION:
+        raise ParseError(f"RTP version {version}, expected 2", "rtp_version")
+    padding = bool(b0 & 0x20)
+    extension = bool(b0 & 0x10)
+    cc = b0 & 0x0F
+    pos = RTP_HEADER_LEN + 4 * cc
+    if len(data) < pos:
+        raise Truncated("RTP packet has truncated CSRC list")
+    csrcs = struct.unpack_from(f"!{cc}I", data, RTP_HEADER_LEN) if cc else ()
+    ext_profile = None
+    ext_data = b""
+    if extension:
+        if len(data) < pos + 4:
+            raise Truncated("RTP packet has truncated extension header")
+        ext_profile, ext_words = struct.unpack_from("!HH", data, pos)
+        end = pos + 4 + 4 * ext_words
+        if len(data) < end:
+            raise Truncated("RTP packet has truncated extension")
+        ext_data = data[pos + 4 : end]
+        pos = end
+    end = len(data)
+    pad = 0
+    if padding:
+        pad = data[-1]
+        if pad == 0 or pos + pad > end:
+            raise ParseError(f"RTP padding length {pad} is invalid", "rtp_padding")
+        end -= pad
+    return RtpHeader(
+        version, padding, extension, cc, bool(b1 & 0x80), b1 & 0x7F, seq, ts, ssrc,
+        tuple(csrcs), ext_profile, bytes(ext_data), bytes(data[pos:end]), pad,
+    )
+
+
+def _gather_rows(buf: npt.NDArray[np.uint8], starts: npt.NDArray[np.int64], width: int) -> npt.NDArray[np.uint8]:
+    """Rows of ``width`` bytes starting at each offset (a copy; the buffer must be padded)."""
+    return sliding_window_view(buf, width)[starts]
+
+
+def parse_rtp_columns(
+    buffer: bytes, offsets: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64]
+) -> tuple[RtpPackets, npt.NDArray[np.bool_]]:
+    """Parse the RTP packets at ``offsets``/``lengths`` in ``buffer`` (padded as in ``capture.packets``).
+
+    Returns the valid packets as :class:`RtpPackets` (payloads copied out) and the mask of which
+    input rows were valid RTP (version 2, header, CSRCs, extension and padding within the packet).
+    """
+    n = int(offsets.shape[0])
+    if n == 0:
+        return RtpPackets.empty(), np.zeros(0, dtype=np.bool_)
+    buf = np.frombuffer(buffer, dtype=np.uint8)
+    hdr = _gather_rows(buf, offsets, RTP_HEADER_LEN).astype(np.int64)
+    b0 = hdr[:, 0]
+    b1 = hdr[:, 1]
+    cc = b0 & 0x0F
+    head_len = RTP_HEADER_LEN + 4 * cc
+    has_ext = (b0 & 0x10) != 0
+    valid = ((b0 >> 6) == RTP_VERSION) & (lengths >= head_len)
+    if has_ext.any():
+        ext_at = offsets + head_len + 2
+        ok_ext = has_ext & (lengths >= head_len + 4)
+        idx = np.where(ok_ext, ext_at, 0)
+        ext_words = (buf[idx].astype(np.int64) << 8) | buf[idx + 1]
+        head_len = np.where(ok_ext, head_len + 4 + 4 * ext_words, head_len)
+        valid &= ~has_ext | ok_ext
+    has_pad = (b0 & 0x20) != 0
+    pad = np.zeros(n, dtype=np.int64)
+    if has_pad.any():
+        last = np.where(has_pad & (lengths > 0), offsets + lengths - 1, 0)
+        pad = np.where(has_pad, buf[last].astype(np.int64), 0)
+        valid &= ~has_pad | (pad > 0)
+    payload_len = lengths - head_len - pad
+    valid &= payload_len >= 0
+    keep = np.flatnonzero(valid)
+    h = hdr[keep]
+    p_start = (offsets + head_len)[keep]
+    p_len = payload_len[keep]
+    flat, flat_offsets = _copy_payloads(buf, p_start, p_len)
+    packets = RtpPackets(
+        ts_ns=np.zeros(keep.shape[0], dtype=np.int64),
+        seq=(h[:, 2] << 8) | h[:, 3],
+        rtp_ts=(h[:, 4] << 24) | (h[:, 5] << 16) | (h[:, 6] << 8) | h[:, 7],
+        ssrc=(h[:, 8] << 24) | (h[:, 9] << 16) | (h[:, 10] << 8) | h[:, 11],
+        payload_type=b1[keep] & 0x7F,
+        marker=(b1[keep] & 0x80) != 0,
+        payload=flat,
+        payload_offsets=flat_offsets,
+        payload_lengths=p_len,
+    )
+    return packets, valid
+
+
+def _copy_payloads(
+    buf: npt.NDArray[np.uint8], starts: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+    """Copy variable-length payloads into one flat array, one row gather per distinct length."""
+    n = int(starts.shape[0])
+    offsets = np.zeros(n, dtype=np.int64)
+    if n == 0:
+        return np.zeros(0, dtype=np.uint8), offsets
+    sizes = np.unique(lengths)
+    if sizes.shape[0] == 1:
+        size = int(sizes[0])
+        offsets[:] = np.arange(n, dtype=np.int64) * size
+        if size == 0:
+            return np.zeros(0, dtype=np.uint8), offsets
+        return _gather_rows(buf, starts, size).reshape(-1), offsets
+    parts = []
+    pos = 0
+    for size in sizes.tolist():
+        rows = np.flatnonzero(lengths == size)
+        offsets[rows] = pos + np.arange(rows.shape[0], dtype=np.int64) * size
+        pos += rows.shape[0] * size
+        if size:
+            parts.append(_gather_rows(buf, starts[rows], size).reshape(-1))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8), offsets
