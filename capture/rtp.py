@@ -15,7 +15,7 @@ import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
 from capture.errors import ParseError, Truncated
-from capture.media import RtpPackets
+from capture.media import RtpPackets, gather_payloads
 
 RTP_VERSION = 2
 RTP_HEADER_LEN = 12
@@ -95,12 +95,16 @@ def _gather_rows(buf: npt.NDArray[np.uint8], starts: npt.NDArray[np.int64], widt
 
 
 def parse_rtp_columns(
-    buffer: bytes, offsets: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64]
+    buffer: bytes,
+    offsets: npt.NDArray[np.int64],
+    lengths: npt.NDArray[np.int64],
+    ts_ns: npt.NDArray[np.int64] | None = None,
 ) -> tuple[RtpPackets, npt.NDArray[np.bool_]]:
     """Parse the RTP packets at ``offsets``/``lengths`` in ``buffer`` (padded as in ``capture.packets``).
 
     Returns the valid packets as :class:`RtpPackets` (payloads copied out) and the mask of which
     input rows were valid RTP (version 2, header, CSRCs, extension and padding within the packet).
+    ``ts_ns`` (capture times of the input rows) is carried over for the valid rows.
     """
     n = int(offsets.shape[0])
     if n == 0:
@@ -132,9 +136,9 @@ def parse_rtp_columns(
     h = hdr[keep]
     p_start = (offsets + head_len)[keep]
     p_len = payload_len[keep]
-    flat, flat_offsets = _copy_payloads(buf, p_start, p_len)
+    flat, flat_offsets = gather_payloads(buf, p_start, p_len)
     packets = RtpPackets(
-        ts_ns=np.zeros(keep.shape[0], dtype=np.int64),
+        ts_ns=ts_ns[keep] if ts_ns is not None else np.zeros(keep.shape[0], dtype=np.int64),
         seq=(h[:, 2] << 8) | h[:, 3],
         rtp_ts=(h[:, 4] << 24) | (h[:, 5] << 16) | (h[:, 6] << 8) | h[:, 7],
         ssrc=(h[:, 8] << 24) | (h[:, 9] << 16) | (h[:, 10] << 8) | h[:, 11],
@@ -145,29 +149,3 @@ def parse_rtp_columns(
         payload_lengths=p_len,
     )
     return packets, valid
-
-
-def _copy_payloads(
-    buf: npt.NDArray[np.uint8], starts: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64]
-) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
-    """Copy variable-length payloads into one flat array, one row gather per distinct length."""
-    n = int(starts.shape[0])
-    offsets = np.zeros(n, dtype=np.int64)
-    if n == 0:
-        return np.zeros(0, dtype=np.uint8), offsets
-    sizes = np.unique(lengths)
-    if sizes.shape[0] == 1:
-        size = int(sizes[0])
-        offsets[:] = np.arange(n, dtype=np.int64) * size
-        if size == 0:
-            return np.zeros(0, dtype=np.uint8), offsets
-        return _gather_rows(buf, starts, size).reshape(-1), offsets
-    parts = []
-    pos = 0
-    for size in sizes.tolist():
-        rows = np.flatnonzero(lengths == size)
-        offsets[rows] = pos + np.arange(rows.shape[0], dtype=np.int64) * size
-        pos += rows.shape[0] * size
-        if size:
-            parts.append(_gather_rows(buf, starts[rows], size).reshape(-1))
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8), offsets

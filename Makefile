@@ -1,0 +1,51 @@
+# Callrec: `make demo` sets everything up and records the bundled captures; `make test` runs the suite.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DEMO_HOME := demo-home
+
+.PHONY: demo test install test-install system-deps lint bench clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+test-install: $(VENV)/.test-installed
+
+# Debian packages the tests need (tshark for the Wireshark cross-checks), installed when missing
+# and running as root; otherwise those tests say why they are skipped.
+system-deps:
+	@if command -v tshark >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 \
+			install -y -q --no-install-recommends tshark; \
+	else echo "note: tshark is missing and this is not root: tshark cross-checks will be skipped"; fi
+
+demo: install
+	rm -rf $(DEMO_HOME)
+	$(BIN)/callrec --home $(DEMO_HOME) import pcaps/demo/*
+	$(BIN)/callrec --home $(DEMO_HOME) calls list
+	$(BIN)/callrec --home $(DEMO_HOME) calls show 1
+	$(BIN)/callrec --home $(DEMO_HOME) calls export 1 --out $(DEMO_HOME)/call-1.wav
+	@echo "Demo recording: $(CURDIR)/$(DEMO_HOME)/call-1.wav (left: caller, right: callee)"
+
+test: test-install system-deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: test-install
+	$(BIN)/ruff check capture decode store recorder cli tests bench
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_HOME) bench/out .pytest_cache .mypy_cache .ruff_cache *.egg-info

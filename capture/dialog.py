@@ -1,0 +1,214 @@
+"""SIP dialogs: one call's signalling state machine (sngrep-style, small enough to read at once).
+
+``INVITE -> setup``, ``1xx -> early``, ``2xx -> answered``, ``BYE -> completed``,
+``CANCEL / 487 -> cancelled``, ``3xx -> redirected``, ``4xx/6xx -> rejected``, ``5xx -> failed``.
+
+A :class:`CallDialog` consumes SIP messages of one Call-ID and reports, for each message with a
+session description, which side now receives media where (:class:`MediaOffer`): the tracker turns
+those into endpoint bindings. Which side sent a message follows from the From tag: the caller's
+requests and the callee's responses carry the caller's tag in From; the callee's requests (a BYE
+or re-INVITE from the callee) carry the callee's tag there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from capture.calls import CallEvent, CallState, Endpoint
+from capture.errors import ParseError
+from capture.media import MediaFormat
+from capture.sdp import parse_sdp
+from capture.sip import SipMessage, uri_user
+
+CALLER = "caller"
+CALLEE = "callee"
+
+# How long a call stays in the table after it reached a final state, to absorb retransmissions,
+# the ACK, late media in flight and (after 401/407) the authenticated retry of the INVITE.
+DEFAULT_LINGER_NS = 2_000_000_000
+AUTH_RETRY_LINGER_NS = 10_000_000_000
+
+_TERMINAL = {CallState.COMPLETED, CallState.CANCELLED, CallState.REJECTED, CallState.REDIRECTED, CallState.FAILED}
+
+
+@dataclass(frozen=True, slots=True)
+class MediaOffer:
+    """``side`` receives audio at ``endpoint`` (RTCP at ``rtcp``) with these payload formats."""
+
+    side: str
+    endpoint: Endpoint
+    rtcp: Endpoint | None
+    formats: dict[int, MediaFormat]
+    direction: str
+    encrypted: bool
+
+
+def other_side(side: str) -> str:
+    return CALLEE if side == CALLER else CALLER
+
+
+class CallDialog:
+    """The signalling state of one call. Feed it every SIP message with its Call-ID."""
+
+    def __init__(self, invite: SipMessage, ts_ns: int) -> None:
+        self.call_id = invite.call_id
+        self.caller_tag = invite.from_tag or ""
+        self.invite_cseq = invite.cseq[0]
+        self.state = CallState.SETUP
+        self.started_ns = ts_ns
+        self.answered_ns: int | None = None
+        self.ended_ns: int | None = None
+        self.end_reason = ""
+        self.final_status: int | None = None
+        self.finish_at_ns: int | None = None  # when the tracker may hand the call on
+        self.last_sip_ns = ts_ns
+        self.cancel_seen = False
+        self.events: list[CallEvent] = []
+        self._seen: set[tuple[object, ...]] = set()
+        frm = invite.from_addr
+        to = invite.to_addr
+        pai = invite.p_asserted_identity
+        self.caller_uri = frm.uri if frm else ""
+        self.callee_uri = to.uri if to else ""
+        self.caller_display = (pai.display if pai and pai.display else "") or (frm.display if frm else "")
+        self.callee_display = to.display if to else ""
+        self.caller = uri_user(pai.uri) if pai and uri_user(pai.uri) else uri_user(self.caller_uri)
+        self.callee = uri_user(self.callee_uri) or uri_user(invite.request_uri or "")
+        self.request_uri = invite.request_uri or ""
+        self.headers = {
+            name: value
+            for name in ("user-agent", "p-asserted-identity", "diversion", "x-queue")
+            if (value := invite.header(name)) is not None
+        }
+
+    # -- message handling ---------------------------------------------------------------------
+
+    def sender_of(self, msg: SipMessage) -> str:
+        from_caller = (msg.from_tag or "") == self.caller_tag
+        return CALLER if from_caller == msg.is_request else CALLEE
+
+    def is_new_attempt(self, msg: SipMessage) -> bool:
+        """An out-of-dialog INVITE with a higher CSeq: the caller retrying (e.g. with credentials)."""
+        return msg.method == "INVITE" and not msg.to_tag and msg.cseq[0] > self.invite_cseq
+
+    def on_message(self, msg: SipMessage, ts_ns: int) -> list[MediaOffer]:
+        """Update the state with one message; return the media offers its SDP bodies make."""
+        sender = self.sender_of(msg)
+        cseq_num, cseq_method = msg.cseq
+        key = (msg.method, msg.status_code, cseq_num, cseq_method, msg.via_branch, sender)
+        self.last_sip_ns = ts_ns
+        if key in self._seen:
+            self.events.append(CallEvent(ts_ns, "sip", msg.summary(), sender, "retransmission"))
+            return []
+        self._seen.add(key)
+        offers = self._offers(msg, sender)
+        detail = "; ".join(
+            f"sdp {o.endpoint} {o.direction} {','.join(sorted({f.encoding for f in o.formats.values()}))}"
+            for o in offers
+        )
+        self.events.append(CallEvent(ts_ns, "sip", msg.summary(), sender, detail))
+        if msg.is_request:
+            self._on_request(msg, ts_ns)
+        elif cseq_method == "INVITE" and cseq_num == self.invite_cseq:
+            self._on_invite_response(msg, ts_ns)
+        return offers
+
+    def _on_request(self, msg: SipMessage, ts_ns: int) -> None:
+        method = msg.method
+        if method == "INVITE" and self.is_new_attempt(msg):
+            self.invite_cseq = msg.cseq[0]
+            if self.state in _TERMINAL and self.answered_ns is None:
+                self.state = CallState.SETUP
+                self.finish_at_ns = None
+                self.ended_ns = None
+                self.end_reason = ""
+                self.final_status = None
+        elif method == "CANCEL" and self.answered_ns is None:
+            self.cancel_seen = True
+            self._end(CallState.CANCELLED, ts_ns, "cancel")
+        elif method == "BYE":
+            # A BYE needs a confirmed dialog: if its 2xx was not captured, the call was answered anyway.
+            self._end(CallState.COMPLETED, ts_ns, "bye")
+
+    def _on_invite_response(self, msg: SipMessage, ts_ns: int) -> None:
+        status = msg.status_code or 0
+        if self.state in (CallState.ANSWERED, CallState.COMPLETED) and status >= 300:
+            return  # a late error from another fork after one answered
+        if 100 < status < 200:
+            if self.state == CallState.SETUP:
+                self.state = CallState.EARLY
+        elif 200 <= status < 300:
+            if self.answered_ns is None:
+                self.answered_ns = ts_ns
+            if self.state in (CallState.SETUP, CallState.EARLY, CallState.CANCELLED):
+                # a 200 that crossed a CANCEL wins: the call was answered (a BYE follows)
+                self.state = CallState.ANSWERED
+                self.finish_at_ns = None
+                self.ended_ns = None
+                self.end_reason = ""
+            self.final_status = status
+        elif status >= 300:
+            self.final_status = status
+            reason = f"{status} {msg.reason or ''}".strip()
+            if status == 487 or self.cancel_seen:
+                self._end(CallState.CANCELLED, ts_ns, f"cancel ({reason})")
+            elif status < 400:
+                self._end(CallState.REDIRECTED, ts_ns, f"redirected ({reason})")
+            elif 500 <= status < 600:
+                self._end(CallState.FAILED, ts_ns, f"failed ({reason})")
+            else:
+                linger = AUTH_RETRY_LINGER_NS if status in (401, 407) else DEFAULT_LINGER_NS
+                self._end(CallState.REJECTED, ts_ns, f"rejected ({reason})", linger)
+
+    def _end(self, state: CallState, ts_ns: int, reason: str, linger_ns: int = DEFAULT_LINGER_NS) -> None:
+        if self.state in _TERMINAL and self.state == state:
+            return
+        self.state = state
+        self.ended_ns = ts_ns
+        self.end_reason = reason
+        self.finish_at_ns = ts_ns + linger_ns
+
+    def expire(self, ts_ns: int, reason: str) -> None:
+        """End a call that timed out (no final response, or no activity while answered)."""
+        if self.state in (CallState.SETUP, CallState.EARLY):
+            self.state = CallState.FAILED
+        self.ended_ns = ts_ns
+        self.end_reason = reason
+        self.finish_at_ns = ts_ns
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in _TERMINAL
+
+    # -- SDP ------------------------------------------------------------------------------------
+
+    def _offers(self, msg: SipMessage, sender: str) -> list[MediaOffer]:
+        offers: list[MediaOffer] = []
+        for body in msg.sdp_bodies():
+            try:
+                sdp = parse_sdp(body)
+            except ParseError:
+                self.events.append(CallEvent(0, "sip", "SDP", sender, "unparseable SDP body"))
+                continue
+            for media in sdp.audio():
+                address = media.connection_address
+                if not address or media.port == 0 or address in ("0.0.0.0", "::"):
+                    continue
+                rtcp = None
+                if media.rtcp_mux:
+                    pass  # RTCP shares the RTP port; packets are told apart by type (RFC 5761)
+                elif media.rtcp_port:
+                    rtcp = Endpoint(media.rtcp_address or address, media.rtcp_port)
+                else:
+                    rtcp = Endpoint(address, media.port + 1)
+                offers.append(
+                    MediaOffer(
+                        sender,
+                        Endpoint(address, media.port),
+                        rtcp,
+                        media.formats_by_pt(),
+                        media.direction,
+                        media.is_encrypted,
+                    )
+                )
+        return offers

@@ -1,0 +1,611 @@
+"""Correlation: SIP dialogs plus RTP streams in, finished calls out.
+
+Per batch of UDP datagrams, in capture order:
+
+1. classify every payload at once (numpy over the first two bytes): SIP candidate, RTP, RTCP, other;
+2. walk the SIP candidates in order; the RTP/RTCP rows between two SIP messages form a segment that
+   is routed in bulk: its destination endpoint keys are looked up in a sorted table of SDP
+   bindings (``searchsorted``), falling back to the source key (symmetric RTP behind NAT);
+3. routed RTP rows are parsed once per segment and appended, with a leg-id column, to a pending log;
+   the log is split into per-leg spools only every few hundred thousand packets, or for one call
+   when it ends, so per-leg overhead is paid rarely, not per batch.
+
+A call ends on BYE/CANCEL/final failure (plus a short linger), on a timeout in capture time, or at
+the end of the input; it is then handed on as a :class:`CapturedCall` and forgotten.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
+
+from capture.calls import (
+    CALLEE_TO_CALLER,
+    CALLER_TO_CALLEE,
+    CallEvent,
+    CallState,
+    CapturedCall,
+    CapturedLeg,
+    Endpoint,
+)
+from capture.dialog import CALLER, CallDialog, MediaOffer
+from capture.errors import ParseError
+from capture.media import LegSpool, MediaFormat, RtpPackets
+from capture.packets import DatagramBatch, address_text, endpoint_key, endpoint_keys
+from capture.rtp import RTCP_TYPE_MAX, RTCP_TYPE_MIN, parse_rtp_columns
+from capture.sdp import STATIC_PAYLOAD_TYPES
+from capture.sip import SipMessage, looks_like_sip, parse_message
+
+NS = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerConfig:
+    setup_timeout_s: float = 180.0  # no SIP while ringing -> failed
+    media_timeout_s: float = 300.0  # answered, no RTP and no SIP -> ended by timeout
+    max_calls: int = 100_000  # calls in progress; new INVITEs beyond are counted and ignored
+    pending_packets: int = 400_000  # split the pending media log into per-leg spools beyond this
+    timeout_check_s: float = 1.0
+    # RTP nobody has signalled yet is kept this long (and at most this many packets), so media that
+    # reaches the mirror shortly before the SDP announcing it (relays, reordered mirrors) is kept.
+    orphan_window_s: float = 2.0
+    orphan_packets: int = 100_000
+
+
+@dataclass(slots=True)
+class _Leg:
+    leg_id: int
+    direction: str
+    spool: LegSpool = field(default_factory=LegSpool)
+    sources: dict[int, Endpoint] = field(default_factory=dict)
+    destinations: dict[int, Endpoint] = field(default_factory=dict)
+    rtcp_packets: int = 0
+
+
+@dataclass(slots=True)
+class _Orphans:
+    """Unmatched RTP rows of one segment, waiting for an SDP that claims their endpoints."""
+
+    dst: npt.NDArray[np.uint64]
+    src: npt.NDArray[np.uint64]
+    packets: RtpPackets
+    taken: npt.NDArray[np.bool_]
+
+
+@dataclass(slots=True)
+class _Call:
+    dialog: CallDialog
+    legs: dict[str, _Leg]
+    formats: dict[str, dict[int, MediaFormat]]  # receiving side -> its payload formats
+    bound_dst: set[int] = field(default_factory=set)
+    bound_src: set[int] = field(default_factory=set)
+    learned: list[tuple[_BindingTable, int, int]] = field(default_factory=list)
+
+
+class _BindingTable:
+    """Endpoint key -> leg id, with a sorted-array mirror for vectorized lookup."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[int, int] = {}
+        self._keys = np.zeros(0, dtype=np.uint64)
+        self._legs = np.zeros(0, dtype=np.int64)
+        self._dirty = False
+
+    def bind(self, key: int, leg_id: int) -> None:
+        if self.by_key.get(key) != leg_id:
+            self.by_key[key] = leg_id
+            self._dirty = True
+
+    def unbind(self, key: int, leg_id: int) -> None:
+        if self.by_key.get(key) == leg_id:
+            del self.by_key[key]
+            self._dirty = True
+
+    def lookup(self, keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
+        if self._dirty:
+            n = len(self.by_key)
+            k = np.fromiter(self.by_key.keys(), dtype=np.uint64, count=n)
+            v = np.fromiter(self.by_key.values(), dtype=np.int64, count=n)
+            order = np.argsort(k)
+            self._keys, self._legs = k[order], v[order]
+            self._dirty = False
+        if self._keys.shape[0] == 0:
+            return np.full(keys.shape[0], -1, dtype=np.int64)
+        pos = np.searchsorted(self._keys, keys)
+        pos[pos == self._keys.shape[0]] = 0
+        return np.where(self._keys[pos] == keys, self._legs[pos], -1)
+
+
+class CallTracker:
+    """Feed :class:`DatagramBatch` es in capture order; collect finished :class:`CapturedCall` s."""
+
+    def __init__(self, config: TrackerConfig | None = None) -> None:
+        self.config = config or TrackerConfig()
+        self.counters: collections.Counter[str] = collections.Counter()
+        self._calls: dict[str, _Call] = {}
+        self._legs: dict[int, tuple[_Call, _Leg]] = {}
+        self._next_leg_id = 0
+        self._by_dst = _BindingTable()  # SDP endpoint -> the leg whose packets are sent there
+        self._by_src = _BindingTable()  # SDP endpoint -> the leg whose packets are sent from there
+        self._learned_src = _BindingTable()  # peers seen on the wire, not in any SDP
+        self._learned_dst = _BindingTable()
+        self._pending: list[tuple[npt.NDArray[np.int64], RtpPackets]] = []
+        self._pending_count = 0
+        self._orphans: collections.deque[_Orphans] = collections.deque()
+        self._orphan_count = 0
+        self._leg_last_ns = np.zeros(1024, dtype=np.int64)
+        self._next_check_ns: int | None = None
+        self._now_ns = 0
+
+    # -- public ---------------------------------------------------------------------------------
+
+    @property
+    def calls_in_progress(self) -> int:
+        return len(self._calls)
+
+    def feed(self, batch: DatagramBatch) -> list[CapturedCall]:
+        n = len(batch)
+        finished: list[CapturedCall] = []
+        if n == 0:
+            return finished
+        buf = np.frombuffer(batch.buffer, dtype=np.uint8)
+        head = sliding_window_view(buf, 2)[batch.payload_offsets]
+        b0 = head[:, 0]
+        b1 = head[:, 1]
+        lengths = batch.payload_lengths
+        v2 = (b0 >> 6) == 2
+        rtcp = v2 & (b1 >= RTCP_TYPE_MIN) & (b1 <= RTCP_TYPE_MAX) & (lengths >= 8)
+        rtp = v2 & ~rtcp & (lengths >= 12)
+        text = ((b0 >= 0x41) & (b0 <= 0x5A)) | (b0 == 0x0D) | (b0 == 0x0A)
+        media_rows = np.flatnonzero(rtp | rtcp)
+        text_rows = np.flatnonzero(text)
+        other = n - media_rows.shape[0] - text_rows.shape[0]
+        if other:
+            self.counters["udp_not_sip_or_rtp"] += other
+        if media_rows.shape[0]:
+            media_dst = endpoint_keys(batch.dst_addr[media_rows], batch.dst_port[media_rows])
+            media_src = endpoint_keys(batch.src_addr[media_rows], batch.src_port[media_rows])
+            media_is_rtcp = rtcp[media_rows]
+        else:
+            media_dst = media_src = np.zeros(0, dtype=np.uint64)
+            media_is_rtcp = np.zeros(0, dtype=np.bool_)
+        media_ts = batch.ts_ns[media_rows]
+        cuts = np.searchsorted(media_rows, text_rows)
+        start = 0
+        for row, cut in zip(text_rows.tolist(), cuts.tolist(), strict=True):
+            finished += self._route_range(batch, media_rows, media_ts, media_dst, media_src, media_is_rtcp, start, cut)
+            start = cut
+            now = int(batch.ts_ns[row])
+            if self._next_check_ns is None or now >= self._next_check_ns:
+                finished.extend(self._check_timeouts(now))
+            finished.extend(self._on_text(batch, row))
+        finished += self._route_range(
+            batch, media_rows, media_ts, media_dst, media_src, media_is_rtcp, start, media_rows.shape[0]
+        )
+        now = int(batch.ts_ns[-1])
+        self._now_ns = max(self._now_ns, now)
+        if self._next_check_ns is None or now >= self._next_check_ns:
+            finished.extend(self._check_timeouts(now))
+        if self._pending_count > self.config.pending_packets:
+            self._split_pending()
+        return finished
+
+    def _route_range(
+        self,
+        batch: DatagramBatch,
+        rows: npt.NDArray[np.int64],
+        ts: npt.NDArray[np.int64],
+        dst: npt.NDArray[np.uint64],
+        src: npt.NDArray[np.uint64],
+        is_rtcp: npt.NDArray[np.bool_],
+        lo: int,
+        hi: int,
+    ) -> list[CapturedCall]:
+        """Route media rows ``lo:hi``, cut where a timeout check is due, so that a call that has
+        ended stops claiming packets within a second of capture time."""
+        finished: list[CapturedCall] = []
+        while lo < hi:
+            cut = hi
+            if self._next_check_ns is not None:
+                cut = lo + int(np.searchsorted(ts[lo:hi], self._next_check_ns))
+            if cut > lo:
+                self._route(batch, rows[lo:cut], dst[lo:cut], src[lo:cut], is_rtcp[lo:cut])
+            if cut >= hi:
+                break
+            finished.extend(self._check_timeouts(int(ts[cut])))
+            lo = cut
+        return finished
+
+    def flush(self) -> list[CapturedCall]:
+        """End of input: hand on every call still in progress."""
+        self._expire_orphans(self._now_ns, everything=True)
+        self._split_pending()
+        finished = []
+        for call in list(self._calls.values()):
+            d = call.dialog
+            if not d.terminal:
+                last = max(d.last_sip_ns, self._last_media_ns(call))
+                if d.state in (CallState.SETUP, CallState.EARLY):
+                    d.expire(last, "end of capture before a final response")
+                else:
+                    d.expire(last, "end of capture before BYE")
+            finished.append(self._finish(call))
+        return finished
+
+    # -- SIP ------------------------------------------------------------------------------------
+
+    def _on_text(self, batch: DatagramBatch, row: int) -> list[CapturedCall]:
+        data = batch.payload(row)
+        if not data.strip(b"\r\n"):
+            self.counters["sip_keepalive"] += 1
+            return []
+        if not looks_like_sip(data):
+            self.counters["udp_not_sip_or_rtp"] += 1
+            return []
+        try:
+            msg = parse_message(data)
+        except ParseError as exc:
+            self.counters[exc.reason if exc.reason.startswith("sip_") else f"sip_{exc.reason}"] += 1
+            return []
+        self.counters["sip_messages"] += 1
+        ts_ns = int(batch.ts_ns[row])
+        finished: list[CapturedCall] = []
+        call = self._calls.get(msg.call_id)
+        if (
+            call is not None
+            and call.dialog.terminal
+            and call.dialog.answered_ns is not None
+            and msg.method == "INVITE"
+            and not msg.to_tag
+            and msg.cseq[0] != call.dialog.invite_cseq
+        ):
+            # A fresh INVITE on the Call-ID of a call that already ended: a new call.
+            # (Unanswered calls keep theirs: an INVITE retried with credentials after 401/407.)
+            finished.append(self._finish(call))
+            call = None
+        if call is None:
+            if msg.method != "INVITE" or msg.to_tag:
+                self.counters["sip_outside_known_call" if msg.method != "INVITE" else "sip_reinvite_unknown_call"] += 1
+                return finished
+            if len(self._calls) >= self.config.max_calls:
+                self.counters["calls_over_limit"] += 1
+                return finished
+            call = self._new_call(msg, ts_ns)
+        offers = call.dialog.on_message(msg, ts_ns)
+        for offer in offers:
+            self._bind(call, offer)
+        return finished
+
+    def _new_call(self, invite: SipMessage, ts_ns: int) -> _Call:
+        dialog = CallDialog(invite, ts_ns)
+        legs = {}
+        for direction in (CALLER_TO_CALLEE, CALLEE_TO_CALLER):
+            leg = _Leg(self._alloc_leg_id(), direction)
+            legs[direction] = leg
+        call = _Call(dialog, legs, {})
+        for leg in legs.values():
+            self._legs[leg.leg_id] = (call, leg)
+        self._calls[dialog.call_id] = call
+        self.counters["calls_seen"] += 1
+        return call
+
+    def _alloc_leg_id(self) -> int:
+        leg_id = self._next_leg_id
+        self._next_leg_id += 1
+        if leg_id >= self._leg_last_ns.shape[0]:
+            grown = np.zeros(self._leg_last_ns.shape[0] * 2, dtype=np.int64)
+            grown[: self._leg_last_ns.shape[0]] = self._leg_last_ns
+            self._leg_last_ns = grown
+        return leg_id
+
+    def _bind(self, call: _Call, offer: MediaOffer) -> None:
+        """``offer.side`` receives at ``offer.endpoint``: packets sent there are the other side's
+        leg; packets sent from there (symmetric RTP) are ``offer.side``'s own leg."""
+        receiving = CALLER_TO_CALLEE if offer.side != CALLER else CALLEE_TO_CALLER
+        sending = CALLEE_TO_CALLER if receiving == CALLER_TO_CALLEE else CALLER_TO_CALLEE
+        if offer.encrypted:
+            call.dialog.events.append(
+                CallEvent(call.dialog.last_sip_ns, "media", "encrypted media offered", offer.side,
+                          f"{offer.endpoint}: cannot record")
+            )
+        call.formats[offer.side] = {**call.formats.get(offer.side, {}), **offer.formats}
+        try:
+            rtp_key = endpoint_key(offer.endpoint.address, offer.endpoint.port)
+            rtcp_key = endpoint_key(offer.rtcp.address, offer.rtcp.port) if offer.rtcp else None
+        except ValueError:
+            self.counters["sdp_bad_address"] += 1
+            return
+        recv_leg = call.legs[receiving]
+        send_leg = call.legs[sending]
+        recv_leg.destinations[rtp_key] = offer.endpoint
+        for key in (rtp_key, rtcp_key):
+            if key is None:
+                continue
+            # A newer SDP claiming an endpoint another call holds wins; the older call's unbind
+            # at its end then leaves the newer binding alone (unbind checks the owner).
+            self._by_dst.bind(key, recv_leg.leg_id)
+            call.bound_dst.add(key)
+            self._by_src.bind(key, send_leg.leg_id)
+            call.bound_src.add(key)
+            if self._orphans:
+                self._adopt_orphans(key, recv_leg.leg_id, send_leg.leg_id)
+
+    # -- media ----------------------------------------------------------------------------------
+
+    def _route(
+        self,
+        batch: DatagramBatch,
+        rows: npt.NDArray[np.int64],
+        dst_keys: npt.NDArray[np.uint64],
+        src_keys: npt.NDArray[np.uint64],
+        is_rtcp: npt.NDArray[np.bool_],
+    ) -> None:
+        leg = self._resolve(dst_keys, src_keys)
+        miss = leg < 0
+        if miss.any():
+            self._keep_orphans(batch, rows[miss], dst_keys[miss], src_keys[miss], is_rtcp[miss])
+            keep = ~miss
+            rows, leg, is_rtcp, src_keys = rows[keep], leg[keep], is_rtcp[keep], src_keys[keep]
+        if rows.shape[0] == 0:
+            return
+        ts = batch.ts_ns[rows]
+        np.maximum.at(self._leg_last_ns, leg, ts)
+        if is_rtcp.any():
+            counts = np.bincount(leg[is_rtcp])
+            for leg_id in np.flatnonzero(counts).tolist():
+                self._legs[leg_id][1].rtcp_packets += int(counts[leg_id])
+            self.counters["rtcp_packets"] += int(is_rtcp.sum())
+            keep = ~is_rtcp
+            rows, leg, ts, src_keys = rows[keep], leg[keep], ts[keep], src_keys[keep]
+            if rows.shape[0] == 0:
+                return
+        packets, valid = parse_rtp_columns(
+            batch.buffer, batch.payload_offsets[rows], batch.payload_lengths[rows], ts
+        )
+        if not valid.all():
+            self.counters["rtp_malformed"] += int((~valid).sum())
+            leg, rows, src_keys = leg[valid], rows[valid], src_keys[valid]
+        self.counters["rtp_packets"] += len(packets)
+        self._note_sources(batch, rows, leg, src_keys)
+        self._pending.append((leg, packets))
+        self._pending_count += len(packets)
+
+    def _resolve(self, dst_keys: npt.NDArray[np.uint64], src_keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
+        """Leg id of each packet, -1 when no call claims it.
+
+        Evidence, strongest first (what SBCs call latching):
+        1. the source is a side's SDP endpoint: phones send from where they receive (RFC 4961);
+        2. the source is a learned peer: where that side's media was seen going, or coming from;
+        3. the destination is a side's SDP endpoint (media from behind NAT, or from a relay);
+        4. the destination is a learned peer.
+        Peers are learned from packets placed by 1 or 3 whose other endpoint is in no SDP; a
+        packet placed by 3 or 4 is looked at again when its segment taught something new.
+        """
+        leg = self._by_src.lookup(src_keys)
+        by_src = leg >= 0
+        if not by_src.all():
+            rest = np.flatnonzero(~by_src)
+            leg[rest] = self._learned_src.lookup(src_keys[rest])
+            rest = rest[leg[rest] < 0]
+            if rest.shape[0]:
+                leg[rest] = self._by_dst.lookup(dst_keys[rest])
+                by_dst = rest[leg[rest] >= 0]
+                rest = rest[leg[rest] < 0]
+                if rest.shape[0]:
+                    leg[rest] = self._learned_dst.lookup(dst_keys[rest])
+                if by_dst.shape[0]:
+                    self._learn(self._learned_dst, src_keys[by_dst], leg[by_dst])
+        sdp_src = np.flatnonzero(by_src)
+        learned = False
+        if sdp_src.shape[0]:
+            unknown_dst = sdp_src[self._by_dst.lookup(dst_keys[sdp_src]) < 0]
+            if unknown_dst.shape[0]:
+                learned = self._learn(self._learned_src, dst_keys[unknown_dst], leg[unknown_dst])
+        if learned:
+            again = np.flatnonzero(~by_src)
+            relearned = self._learned_src.lookup(src_keys[again])
+            hit = relearned >= 0
+            leg[again[hit]] = relearned[hit]
+        return leg
+
+    def _learn(self, table: _BindingTable, peer_keys: npt.NDArray[np.uint64], legs: npt.NDArray[np.int64]) -> bool:
+        """Bind each new peer endpoint to the reverse of the leg its packet was placed on."""
+        keys, first = np.unique(peer_keys, return_index=True)
+        new = False
+        for key, i in zip(keys.tolist(), first.tolist(), strict=True):
+            if key in table.by_key or key in self._by_src.by_key or key in self._by_dst.by_key:
+                continue
+            owner = self._legs.get(int(legs[i]))
+            if owner is None:
+                continue
+            call, leg = owner
+            reverse = call.legs[CALLEE_TO_CALLER if leg.direction == CALLER_TO_CALLEE else CALLER_TO_CALLEE]
+            table.bind(key, reverse.leg_id)
+            call.learned.append((table, key, reverse.leg_id))
+            self.counters["rtp_peers_learned"] += 1
+            new = True
+        return new
+
+    def _keep_orphans(
+        self,
+        batch: DatagramBatch,
+        rows: npt.NDArray[np.int64],
+        dst_keys: npt.NDArray[np.uint64],
+        src_keys: npt.NDArray[np.uint64],
+        is_rtcp: npt.NDArray[np.bool_],
+    ) -> None:
+        rtcp = int(is_rtcp.sum())
+        if rtcp:
+            self.counters["rtcp_unmatched"] += rtcp
+            keep = ~is_rtcp
+            rows, dst_keys, src_keys = rows[keep], dst_keys[keep], src_keys[keep]
+        now = int(batch.ts_ns[rows[-1]]) if rows.shape[0] else self._now_ns
+        self._expire_orphans(now)
+        if rows.shape[0] == 0:
+            return
+        packets, valid = parse_rtp_columns(
+            batch.buffer, batch.payload_offsets[rows], batch.payload_lengths[rows], batch.ts_ns[rows]
+        )
+        if not valid.all():
+            self.counters["rtp_malformed"] += int((~valid).sum())
+            dst_keys, src_keys = dst_keys[valid], src_keys[valid]
+        if len(packets):
+            self._orphans.append(_Orphans(dst_keys, src_keys, packets, np.zeros(len(packets), dtype=np.bool_)))
+            self._orphan_count += len(packets)
+
+    def _expire_orphans(self, now_ns: int, everything: bool = False) -> None:
+        window = int(self.config.orphan_window_s * NS)
+        while self._orphans and (
+            everything
+            or self._orphan_count > self.config.orphan_packets
+            or int(self._orphans[0].packets.ts_ns[-1]) < now_ns - window
+        ):
+            old = self._orphans.popleft()
+            self._orphan_count -= len(old.packets)
+            self.counters["rtp_unmatched"] += int((~old.taken).sum())
+
+    def _adopt_orphans(self, key: int, recv_leg: int, send_leg: int) -> None:
+        """Media that arrived shortly before the SDP that binds ``key``: give it to its leg."""
+        k = np.uint64(key)
+        for orphans in self._orphans:
+            to_key = (orphans.dst == k) & ~orphans.taken
+            from_key = (orphans.src == k) & ~orphans.taken & ~to_key
+            for mask, leg_id in ((to_key, recv_leg), (from_key, send_leg)):
+                rows = np.flatnonzero(mask)
+                if rows.shape[0] == 0:
+                    continue
+                orphans.taken[rows] = True
+                packets = orphans.packets.take(rows)
+                self._pending.append((np.full(rows.shape[0], leg_id, dtype=np.int64), packets))
+                self._pending_count += rows.shape[0]
+                np.maximum.at(self._leg_last_ns, np.full(rows.shape[0], leg_id), packets.ts_ns)
+                self.counters["rtp_packets"] += rows.shape[0]
+                self.counters["rtp_adopted_before_sdp"] += rows.shape[0]
+
+    def _note_sources(
+        self,
+        batch: DatagramBatch,
+        rows: npt.NDArray[np.int64],
+        leg: npt.NDArray[np.int64],
+        src_keys: npt.NDArray[np.uint64],
+    ) -> None:
+        """Remember each leg's source endpoints (cheap: only pairs not seen before are resolved)."""
+        pair = (leg.astype(np.uint64) << np.uint64(40)) ^ src_keys
+        uniq, first = np.unique(pair, return_index=True)
+        for i in first.tolist():
+            leg_id = int(leg[i])
+            key = int(src_keys[i])
+            sources = self._legs[leg_id][1].sources
+            if key not in sources and len(sources) < 16:
+                r = int(rows[i])
+                sources[key] = Endpoint(address_text(batch.src_addr[r].tobytes()), int(batch.src_port[r]))
+
+    def _split_pending(self) -> None:
+        """Move the pending media log into per-leg spools (one sort per log chunk)."""
+        for leg, packets in self._pending:
+            order = np.argsort(leg, kind="stable")
+            sorted_legs = leg[order]
+            bounds = np.flatnonzero(np.diff(sorted_legs)) + 1
+            starts = np.concatenate(([0], bounds))
+            ends = np.concatenate((bounds, [sorted_legs.shape[0]]))
+            for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+                owner = self._legs.get(int(sorted_legs[s]))
+                if owner is not None:
+                    owner[1].spool.append(packets.take(order[s:e]))
+        self._pending.clear()
+        self._pending_count = 0
+
+    def _take_pending(self, leg_id: int) -> list[RtpPackets]:
+        out = []
+        for leg, packets in self._pending:
+            sel = np.flatnonzero(leg == leg_id)
+            if sel.shape[0]:
+                out.append(packets.take(sel))
+        return out
+
+    def _last_media_ns(self, call: _Call) -> int:
+        return max(int(self._leg_last_ns[leg.leg_id]) for leg in call.legs.values())
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def _check_timeouts(self, now_ns: int) -> list[CapturedCall]:
+        self._next_check_ns = now_ns + int(self.config.timeout_check_s * NS)
+        due = [
+            c for c in self._calls.values()
+            if c.dialog.terminal and c.dialog.finish_at_ns is not None and now_ns >= c.dialog.finish_at_ns
+        ]
+        if len(due) > 8:
+            self._split_pending()  # one sort instead of a scan of the log per ending leg
+        finished = []
+        setup_ns = int(self.config.setup_timeout_s * NS)
+        media_ns = int(self.config.media_timeout_s * NS)
+        for call in list(self._calls.values()):
+            d = call.dialog
+            if d.terminal:
+                if d.finish_at_ns is not None and now_ns >= d.finish_at_ns:
+                    finished.append(self._finish(call))
+                continue
+            if d.state in (CallState.SETUP, CallState.EARLY):
+                last = max(d.last_sip_ns, self._last_media_ns(call))
+                if now_ns - last > setup_ns:
+                    d.expire(last, f"timeout: no final response within {self.config.setup_timeout_s:g} s")
+                    finished.append(self._finish(call))
+            else:
+                last = max(d.last_sip_ns, self._last_media_ns(call))
+                if now_ns - last > media_ns:
+                    d.expire(last, f"timeout: no media or signalling for {self.config.media_timeout_s:g} s")
+                    finished.append(self._finish(call))
+        return finished
+
+    def _finish(self, call: _Call) -> CapturedCall:
+        d = call.dialog
+        self._calls.pop(d.call_id, None)
+        for key in call.bound_dst:
+            for leg in call.legs.values():
+                self._by_dst.unbind(key, leg.leg_id)
+        for key in call.bound_src:
+            for leg in call.legs.values():
+                self._by_src.unbind(key, leg.leg_id)
+        for table, key, leg_id in call.learned:
+            table.unbind(key, leg_id)
+        legs = {}
+        for direction, leg in call.legs.items():
+            for chunk in self._take_pending(leg.leg_id):
+                leg.spool.append(chunk)
+            receiver = "callee" if direction == CALLER_TO_CALLEE else "caller"
+            sender = "caller" if receiver == "callee" else "callee"
+            formats = {**STATIC_PAYLOAD_TYPES, **call.formats.get(sender, {}), **call.formats.get(receiver, {})}
+            legs[direction] = CapturedLeg(
+                direction,
+                formats,
+                leg.spool.packets(),
+                tuple(leg.sources.values()),
+                tuple(leg.destinations.values()),
+                leg.rtcp_packets,
+            )
+            del self._legs[leg.leg_id]
+        ended = d.ended_ns if d.ended_ns is not None else max(d.last_sip_ns, self._last_media_ns(call))
+        self.counters["calls_finished"] += 1
+        return CapturedCall(
+            call_id=d.call_id,
+            state=d.state,
+            started_ns=d.started_ns,
+            answered_ns=d.answered_ns,
+            ended_ns=ended,
+            end_reason=d.end_reason,
+            caller=d.caller,
+            callee=d.callee,
+            caller_uri=d.caller_uri,
+            callee_uri=d.callee_uri,
+            request_uri=d.request_uri,
+            caller_display=d.caller_display,
+            callee_display=d.callee_display,
+            final_status=d.final_status,
+            legs=legs,
+            events=tuple(d.events),
+            sip_headers=d.headers,
+        )

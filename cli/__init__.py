@@ -1,0 +1,1 @@
+"""The ``callrec`` command line: click commands, thin over the library."""

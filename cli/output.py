@@ -1,0 +1,125 @@
+"""How calls look on the command line: the JSON contract, CSV and the table."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+LEG_FIELDS = (
+    "direction", "codec", "packets", "expected", "lost", "duplicates", "late", "ssrc", "src", "dst",
+    "first_media_at", "last_media_at", "max_gap_ms", "jitter_mean_ms", "jitter_max_ms", "rtcp_packets",
+)
+CALL_FIELDS = (
+    "id", "call_id", "started_at", "answered_at", "ended_at", "duration_s", "talk_s", "caller", "callee",
+    "caller_display", "callee_display", "caller_uri", "callee_uri", "request_uri", "direction", "state",
+    "end_reason", "final_status", "codecs", "source", "error",
+)
+CSV_FIELDS = (
+    "id", "call_id", "started_at", "answered_at", "ended_at", "duration_s", "caller", "callee", "direction",
+    "state", "codecs", "recording_seconds", "recording_path",
+)
+
+
+def call_json(row: dict[str, Any], home: Path, *, events: bool = False) -> dict[str, Any]:
+    """The JSON object of one call: the field names and types users' scripts rely on."""
+    out: dict[str, Any] = {}
+    for name in CALL_FIELDS:
+        if name == "codecs":
+            out[name] = [c for c in (row.get("codecs") or "").split(",") if c]
+        elif name == "talk_s":
+            out[name] = _talk_seconds(row)
+        else:
+            out[name] = row.get(name)
+    out["legs"] = [{k: leg.get(k) for k in LEG_FIELDS} for leg in row.get("legs", [])]
+    if row.get("recording_path"):
+        out["recording"] = {
+            "path": str(home / row["recording_path"]),
+            "sample_rate": row.get("sample_rate"),
+            "channels": row.get("channels"),
+            "seconds": row.get("recording_seconds"),
+            "bytes": row.get("recording_bytes"),
+            "sha256": row.get("recording_sha256"),
+        }
+    else:
+        out["recording"] = None
+    if events:
+        out["events"] = [
+            {k: e.get(k) for k in ("at", "kind", "summary", "sender", "detail")} for e in row.get("events", [])
+        ]
+    return out
+
+
+def _talk_seconds(row: dict[str, Any]) -> float | None:
+    from datetime import datetime
+
+    answered, ended = row.get("answered_at"), row.get("ended_at")
+    if not answered or not ended:
+        return None
+    a = datetime.fromisoformat(answered.replace("Z", "+00:00"))
+    e = datetime.fromisoformat(ended.replace("Z", "+00:00"))
+    return round((e - a).total_seconds(), 3)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def calls_csv(rows: Iterable[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row.get(k) for k in CSV_FIELDS})
+    return buf.getvalue()
+
+
+def calls_table(rows: Sequence[dict[str, Any]]) -> str:
+    headers = ("ID", "STARTED (UTC)", "DURATION", "CALLER", "CALLEE", "STATE", "CODECS", "RECORDING")
+    lines = [headers]
+    for r in rows:
+        started = (r.get("started_at") or "")[:19].replace("T", " ")
+        rec = f"{r['recording_seconds']:.1f} s" if r.get("recording_path") else "-"
+        lines.append(
+            (
+                str(r["id"]), started, f"{r.get('duration_s') or 0:.1f} s", r.get("caller") or "",
+                r.get("callee") or "", r.get("state") or "", r.get("codecs") or "", rec,
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(headers))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines)
+
+
+def call_text(call: dict[str, Any]) -> str:
+    """``calls show`` without --json: metadata, legs and events, readable."""
+    out = []
+    for key in ("id", "call_id", "state", "end_reason", "caller", "callee", "request_uri", "started_at",
+                "answered_at", "ended_at", "duration_s", "talk_s", "codecs", "source", "error"):
+        value = call.get(key)
+        if value in (None, "", []):
+            continue
+        if isinstance(value, list):
+            value = ", ".join(value)
+        out.append(f"{key + ':':<13} {value}")
+    rec = call.get("recording")
+    if rec:
+        out.append(f"{'recording:':<13} {rec['path']} ({rec['seconds']} s, {rec['sample_rate']} Hz, "
+                   f"{rec['channels']} channels)")
+    else:
+        out.append(f"{'recording:':<13} none")
+    out.append("legs:")
+    for leg in call.get("legs", []):
+        out.append(
+            f"  {leg['direction']:<15} {leg.get('codec') or '-':<8} packets {leg.get('packets')}  "
+            f"lost {leg.get('lost')}  ssrc {leg.get('ssrc') or '-'}  {leg.get('src') or '?'} -> {leg.get('dst') or '?'}"
+        )
+    if call.get("events"):
+        out.append("events:")
+        for e in call["events"]:
+            sender = f"{e['sender']}: " if e.get("sender") else ""
+            detail = f"  ({e['detail']})" if e.get("detail") else ""
+            out.append(f"  {(e.get('at') or '')[11:23]}  {sender}{e['summary']}{detail}")
+    return "\n".join(out)

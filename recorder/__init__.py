@@ -1,0 +1,1 @@
+"""The appliance: configuration, the pipeline capture -> decode -> store, (later) the live daemon."""

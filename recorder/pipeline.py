@@ -1,0 +1,155 @@
+"""The offline pipeline: capture files -> calls -> stereo recordings -> catalogue.
+
+One call whose processing fails is stored as failed with its reason; the others go on. Every
+packet that is skipped is counted by reason (frames, SIP and RTP counters together).
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from capture.calls import CapturedCall
+from capture.frames import FrameDecoder
+from capture.pcapfile import open_capture, read_batches
+from capture.tracker import CallTracker, TrackerConfig
+from decode.render import RenderedCall, render_call
+from decode.wav import wav_chunks
+from recorder.records import call_row, event_rows, leg_rows
+from store.catalogue import Catalogue
+from store.home import Home
+from store.recordings import RecordingStore
+
+ProgressCallback = Callable[[int], None]
+
+# Catalogue rows are written in batched transactions of this many calls.
+CATALOGUE_BATCH = 64
+
+
+@dataclass(slots=True)
+class ImportReport:
+    files: list[str] = field(default_factory=list)
+    packets: int = 0
+    calls_found: int = 0
+    recorded: int = 0
+    created_ids: list[int] = field(default_factory=list)
+    already_present: int = 0
+    not_recorded: collections.Counter[str] = field(default_factory=collections.Counter)
+    failed: int = 0
+    skipped_packets: collections.Counter[str] = field(default_factory=collections.Counter)
+    counters: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+# Counters that describe what was seen rather than what was skipped.
+_INFO_COUNTERS = {
+    "sip_messages", "rtp_packets", "rtcp_packets", "calls_seen", "calls_finished", "udp_datagrams",
+    "reassembled", "sip_keepalive",
+}
+
+
+def check_captures(paths: Sequence[str | os.PathLike[str]]) -> None:
+    """Check every file's format before anything is written (raises ``UnsupportedFormat``)."""
+    for path in paths:
+        open_capture(path).close()
+
+
+def import_captures(
+    paths: Sequence[str | os.PathLike[str]],
+    home: Home,
+    *,
+    progress: ProgressCallback | None = None,
+    tracker_config: TrackerConfig | None = None,
+) -> ImportReport:
+    """Import capture files into ``home``; returns what was found, recorded and skipped."""
+    check_captures(paths)
+    home.open(create=True)
+    importer = _Importer(home, tracker_config)
+    try:
+        for path in paths:
+            importer.import_file(Path(path), progress)
+    finally:
+        importer.close()
+    return importer.report
+
+
+class _Importer:
+    def __init__(self, home: Home, tracker_config: TrackerConfig | None) -> None:
+        self.home = home
+        self.catalogue = Catalogue(home.catalogue_path)
+        self.recordings: RecordingStore = home.recording_store()
+        self.tracker_config = tracker_config
+        self.report = ImportReport()
+        self._rows: list[tuple[dict[str, object], list[dict[str, object]], list[dict[str, object]]]] = []
+
+    def import_file(self, path: Path, progress: ProgressCallback | None) -> None:
+        self.report.files.append(str(path))
+        frames = FrameDecoder()
+        tracker = CallTracker(self.tracker_config)
+        source = path.name
+        for batch in read_batches(path):
+            self.report.packets += len(batch)
+            for call in tracker.feed(frames.decode(batch)):
+                self._save(call, source)
+            if progress is not None:
+                progress(int(batch.caplens.sum()) + 16 * len(batch))
+        for call in tracker.flush():
+            self._save(call, source)
+        self._flush_rows()
+        for counters in (frames.counters, tracker.counters):
+            for key, value in counters.items():
+                self.report.counters[key] += value
+                if key not in _INFO_COUNTERS:
+                    self.report.skipped_packets[key] += value
+
+    def _save(self, call: CapturedCall, source: str) -> None:
+        self.report.calls_found += 1
+        rendered: RenderedCall | None = None
+        stored = None
+        error = None
+        try:
+            rendered = render_call(call)
+            if rendered.samples.shape[0] > 0:
+                name = recording_name(call)
+                stored = self.recordings.write(
+                    name, wav_chunks(rendered.samples, rendered.sample_rate_hz)
+                )
+            else:
+                self.report.not_recorded["no media"] += 1
+        except Exception as exc:  # one broken call never stops the others
+            error = f"{type(exc).__name__}: {exc}"
+            self.report.failed += 1
+            self.report.not_recorded["processing failed"] += 1
+        if stored is not None:
+            self.report.recorded += 1
+        row = call_row(call, rendered, stored, source=source, error=error)
+        self._rows.append((row, leg_rows(call, rendered), event_rows(call)))
+        if len(self._rows) >= CATALOGUE_BATCH:
+            self._flush_rows()
+
+    def _flush_rows(self) -> None:
+        if not self._rows:
+            return
+        results = self.catalogue.add_calls(self._rows)
+        for call_id, created in results:
+            if created:
+                self.report.created_ids.append(call_id)
+            else:
+                self.report.already_present += 1
+        self._rows.clear()
+
+    def close(self) -> None:
+        self._flush_rows()
+        self.catalogue.close()
+
+
+def recording_name(call: CapturedCall, suffix: str = ".wav") -> str:
+    """``recordings/YYYY/MM/DD/<start>-<digest>.wav``: known before the catalogue row exists, so
+    the file can be written (atomically) first and the row after it."""
+    started = datetime.fromtimestamp(call.started_ns // 1_000_000_000, UTC)
+    digest = hashlib.sha256(f"{call.call_id}\0{call.started_ns}".encode()).hexdigest()[:16]
+    return f"recordings/{started:%Y/%m/%d}/{started:%Y%m%dT%H%M%SZ}-{digest}{suffix}"
