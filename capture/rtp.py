@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from numpy.lib.stride_tricks import sliding_window_view
+
+from capture.gather import row_view
 
 from capture.errors import ParseError, Truncated
 from capture.media import RtpPackets, gather_payloads
@@ -91,7 +92,7 @@ def parse_rtp(data: bytes) -> RtpHeader:
 
 def _gather_rows(buf: npt.NDArray[np.uint8], starts: npt.NDArray[np.int64], width: int) -> npt.NDArray[np.uint8]:
     """Rows of ``width`` bytes starting at each offset (a copy; the buffer must be padded)."""
-    return sliding_window_view(buf, width)[starts]
+    return row_view(buf, width)[starts]
 
 
 def parse_rtp_columns(

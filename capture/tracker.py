@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-from numpy.lib.stride_tricks import sliding_window_view
+
+from capture.gather import row_view
 
 from capture.calls import (
     CALLEE_TO_CALLER,
@@ -153,7 +154,7 @@ class CallTracker:
         if n == 0:
             return finished
         buf = np.frombuffer(batch.buffer, dtype=np.uint8)
-        head = sliding_window_view(buf, 2)[batch.payload_offsets]
+        head = row_view(buf, 2)[batch.payload_offsets]
         b0 = head[:, 0]
         b1 = head[:, 1]
         lengths = batch.payload_lengths
@@ -505,19 +506,22 @@ class CallTracker:
                 sources[key] = Endpoint(address_text(batch.src_addr[r].tobytes()), int(batch.src_port[r]))
 
     def _split_pending(self) -> None:
-        """Move the pending media log into per-leg spools (one sort per log chunk)."""
-        for leg, packets in self._pending:
-            order = np.argsort(leg, kind="stable")
-            sorted_legs = leg[order]
-            bounds = np.flatnonzero(np.diff(sorted_legs)) + 1
-            starts = np.concatenate(([0], bounds))
-            ends = np.concatenate((bounds, [sorted_legs.shape[0]]))
-            for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-                owner = self._legs.get(int(sorted_legs[s]))
-                if owner is not None:
-                    owner[1].spool.append(packets.take(order[s:e]))
+        """Move the pending media log into per-leg spools: one join, one sort, one take per leg."""
+        if not self._pending:
+            return
+        legs = np.concatenate([leg for leg, _ in self._pending])
+        packets = _join_packets([p for _, p in self._pending])
         self._pending.clear()
         self._pending_count = 0
+        order = np.argsort(legs, kind="stable")
+        sorted_legs = legs[order]
+        bounds = np.flatnonzero(sorted_legs[1:] != sorted_legs[:-1]) + 1
+        starts = np.concatenate(([0], bounds)).tolist()
+        ends = np.concatenate((bounds, [sorted_legs.shape[0]])).tolist()
+        for s, e in zip(starts, ends, strict=True):
+            owner = self._legs.get(int(sorted_legs[s]))
+            if owner is not None:
+                owner[1].spool.append(packets.take(order[s:e]))
 
     def _take_pending(self, leg_id: int) -> list[RtpPackets]:
         out = []
@@ -538,8 +542,8 @@ class CallTracker:
             c for c in self._calls.values()
             if c.dialog.terminal and c.dialog.finish_at_ns is not None and now_ns >= c.dialog.finish_at_ns
         ]
-        if len(due) > 8:
-            self._split_pending()  # one sort instead of a scan of the log per ending leg
+        if due:
+            self._split_pending()  # one sort, instead of a scan of the whole log per ending leg
         finished = []
         setup_ns = int(self.config.setup_timeout_s * NS)
         media_ns = int(self.config.media_timeout_s * NS)
@@ -609,3 +613,10 @@ class CallTracker:
             events=tuple(d.events),
             sip_headers=d.headers,
         )
+
+
+def _join_packets(chunks: list[RtpPackets]) -> RtpPackets:
+    spool = LegSpool()
+    for chunk in chunks:
+        spool.append(chunk)
+    return spool.join()

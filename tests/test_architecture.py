@@ -18,7 +18,7 @@ ALLOWED = {
     "portal": {"store", "decode"},
 }
 # decode may use only capture's value types, never its machinery.
-DECODE_MAY_USE = {"capture.media", "capture.calls", "capture.serial", "capture.errors"}
+DECODE_MAY_USE = {"capture.media", "capture.calls", "capture.serial", "capture.errors", "capture.gather"}
 
 
 def _imports(path: Path) -> set[str]:
