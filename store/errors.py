@@ -1,0 +1,32 @@
+"""The one error family of the ``store`` package.
+
+Every failure the store reports on purpose is a :class:`StoreError` whose message is one line a
+user can act on; the CLI prints it as ``Error: <message>`` and the daemon as its startup line.
+Programming errors (wrong types) stay ``TypeError``/``ValueError``.
+"""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base class: something about the data directory, a recording or the catalogue is wrong."""
+
+
+class NotFound(StoreError):
+    """A call, a recording file or the data directory does not exist."""
+
+
+class AlreadyExists(StoreError):
+    """A recording file already exists under the name being written."""
+
+
+class IntegrityError(StoreError):
+    """Stored bytes do not match their recorded checksum."""
+
+
+class InvalidArgument(StoreError, ValueError):
+    """A caller-supplied value (a date, a field name, a path) cannot be used."""
+
+
+class SchemaError(StoreError):
+    """The catalogue's schema cannot be used by this version (e.g. it is newer)."""
