@@ -108,6 +108,9 @@ class _Importer:
 
     def _save(self, call: CapturedCall, source: str) -> None:
         self.report.calls_found += 1
+        if self.catalogue.find_call(call.call_id, call.started_ns) is not None:
+            self.report.already_present += 1  # imported before: nothing to render or write
+            return
         rendered: RenderedCall | None = None
         stored = None
         error = None
@@ -116,7 +119,7 @@ class _Importer:
             if rendered.samples.shape[0] > 0:
                 name = recording_name(call)
                 stored = self.recordings.write(
-                    name, wav_chunks(rendered.samples, rendered.sample_rate_hz)
+                    name, wav_chunks(rendered.samples, rendered.sample_rate_hz), sync=False
                 )
             else:
                 self.report.not_recorded["no media"] += 1
@@ -132,13 +135,15 @@ class _Importer:
             self._flush_rows()
 
     def _flush_rows(self) -> None:
+        """Make the batch's recording files durable (one syncfs), then commit their rows."""
         if not self._rows:
             return
+        self.recordings.sync_all()
         results = self.catalogue.add_calls(self._rows)
         for call_id, created in results:
             if created:
                 self.report.created_ids.append(call_id)
-            else:
+            else:  # the same call twice in this import (a capture given twice)
                 self.report.already_present += 1
         self._rows.clear()
 

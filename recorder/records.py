@@ -93,6 +93,7 @@ def call_row(
         "sample_rate": rendered.sample_rate_hz if stored and rendered else None,
         "channels": int(rendered.samples.shape[1]) if stored and rendered else None,
         "recording_seconds": round(rendered.duration_s, 3) if stored and rendered else None,
+        "recording_started_at": _iso(rendered.start_ns) if stored and rendered else None,
     }
 
 
@@ -113,6 +114,7 @@ def leg_rows(call: CapturedCall, rendered: RenderedCall | None) -> list[Row]:
             "dst": ",".join(str(e) for e in leg.destinations),
             "first_media_at": _iso(int(packets.ts_ns[0])) if len(packets) else None,
             "last_media_at": _iso(int(packets.ts_ns[-1])) if len(packets) else None,
+            "rtcp_packets": leg.rtcp_packets,
         }
         if stats is not None:
             row.update(

@@ -330,6 +330,13 @@ class Catalogue:
             if cursor.rowcount == 0:
                 raise NotFound(f"no call with id {call}")
 
+    def find_call(self, call_id: str, started_ns: int) -> int | None:
+        """The id of the call with this SIP Call-ID and start time, if the catalogue has it."""
+        row = self.db.conn.execute(
+            "SELECT id FROM calls WHERE call_id = ? AND started_ns = ?", (call_id, started_ns)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
     def get_call(self, call: int) -> dict[str, Any]:
         """The call's row as a dict, plus ``legs`` (by id) and ``events`` (by time) lists."""
         rows = list(self.db.query("SELECT * FROM calls WHERE id = ?", [call]))

@@ -33,11 +33,11 @@ CALL_COLUMNS = (
     "call_id", "started_at", "answered_at", "ended_at", "started_ns", "duration_s", "caller", "callee",
     "caller_uri", "callee_uri", "request_uri", "caller_display", "callee_display", "direction", "state",
     "end_reason", "final_status", "codecs", "source", "error", "recording_path", "recording_bytes",
-    "recording_sha256", "sample_rate", "channels", "recording_seconds", "imported_at",
+    "recording_sha256", "sample_rate", "channels", "recording_seconds", "recording_started_at", "imported_at",
 )  # fmt: skip
 LEG_COLUMNS = (
     "direction", "codec", "packets", "expected", "lost", "duplicates", "late", "ssrc", "src", "dst",
-    "first_media_at", "last_media_at", "max_gap_ms", "jitter_mean_ms", "jitter_max_ms",
+    "first_media_at", "last_media_at", "max_gap_ms", "jitter_mean_ms", "jitter_max_ms", "rtcp_packets",
 )  # fmt: skip
 EVENT_COLUMNS = ("ts_ns", "at", "kind", "summary", "sender", "detail")
 
@@ -303,6 +303,7 @@ _V1 = sql_migration(
         sample_rate INTEGER,
         channels INTEGER,
         recording_seconds REAL,
+        recording_started_at TEXT,
         imported_at TEXT NOT NULL
     )
     """,
@@ -330,7 +331,8 @@ _V1 = sql_migration(
         last_media_at TEXT,
         max_gap_ms REAL,
         jitter_mean_ms REAL,
-        jitter_max_ms REAL
+        jitter_max_ms REAL,
+        rtcp_packets INTEGER
     )
     """,
     "CREATE INDEX legs_call ON legs (call)",

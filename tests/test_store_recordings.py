@@ -205,3 +205,14 @@ def test_recording_writer_protocol_allows_a_replacement(store: RecordingStore, r
     assert all(isinstance(writer, RecordingWriter) for writer in writers)
     writers[1].write("sealed.bin", [b"\x00\x01"])
     assert (root / "sealed.bin").read_bytes() == b"\x55\x54"
+
+
+def test_unsynced_writes_then_one_sync(tmp_path) -> None:
+    from store.recordings import RecordingStore
+
+    store = RecordingStore(tmp_path)
+    stored = [store.write(f"r/{i}.bin", [b"x" * 1000], sync=False) for i in range(5)]
+    store.sync_all()
+    assert [s.bytes for s in stored] == [1000] * 5
+    assert all(store.exists(s.relative_path) for s in stored)
+    assert not list((tmp_path / "r").glob(".*.tmp"))
