@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shutil
 import subprocess
@@ -51,8 +50,15 @@ def main() -> None:
     if not capture.exists():
         write(capture, args.calls, args.seconds, spread=2.0)
     # packets in the file: 16-byte record header + frame each
-    packets = int(subprocess.run(["capinfos", "-Mc", str(capture)], capture_output=True, text=True).stdout.split()[-1]) \
-        if shutil.which("capinfos") else None
+    packets = (
+        int(
+            subprocess.run(["capinfos", "-Mc", str(capture)], capture_output=True, text=True).stdout.split()[
+                -1
+            ]
+        )
+        if shutil.which("capinfos")
+        else None
+    )
     callrec = shutil.which("callrec") or str(Path(sys.executable).parent / "callrec")
     with tempfile.TemporaryDirectory() as home:
         wall, cpu, rss = _run(_pinned([callrec, "--home", home, "import", str(capture)]))
@@ -73,8 +79,9 @@ def main() -> None:
     }
     if not args.no_tshark and shutil.which("tshark"):
         twall, tcpu, _ = _run(_pinned(["tshark", "-q", "-r", str(capture), "-z", "rtp,streams"]))
-        result.update(tshark_wall_s=round(twall, 2), tshark_pps=round(packets / twall),
-                      ratio=round(twall / wall, 1))
+        result.update(
+            tshark_wall_s=round(twall, 2), tshark_pps=round(packets / twall), ratio=round(twall / wall, 1)
+        )
     print(json.dumps(result))
 
 

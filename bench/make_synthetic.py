@@ -38,7 +38,9 @@ def checksum(data: bytes) -> int:
 
 def frame(src: str, dst: str, sport: int, dport: int, payload: bytes, ip_id: int) -> bytes:
     udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), ip_id & 0xFFFF, 0, 64, 17, 0, ip4(src), ip4(dst))
+    hdr = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), ip_id & 0xFFFF, 0, 64, 17, 0, ip4(src), ip4(dst)
+    )
     hdr = hdr[:10] + struct.pack("!H", checksum(hdr)) + hdr[12:]
     return MAC_B + MAC_A + b"\x08\x00" + hdr + udp
 
@@ -55,7 +57,7 @@ def sip(start: str, call: int, cseq: str, to_tag: bool, body: bytes = b"") -> by
     head = (
         f"{start}\r\nVia: SIP/2.0/UDP {PBX_A}:5060;branch=z9hG4bK{call:08d}{cseq.split()[0]}\r\n"
         f"From: <sip:+3522{call:06d}@{PBX_A}>;tag=a{call}\r\n"
-        f"To: <sip:+3524{call:06d}@{PBX_B}>{';tag=b%d' % call if to_tag else ''}\r\n"
+        f"To: <sip:+3524{call:06d}@{PBX_B}>{f';tag=b{call}' if to_tag else ''}\r\n"
         f"Call-ID: bench-{call}@{PBX_A}\r\nCSeq: {cseq}\r\nMax-Forwards: 70\r\n"
         f"Contact: <sip:{PBX_A}:5060>\r\n"
     )
@@ -72,14 +74,41 @@ def call_packets(call: int, start_ns: int, seconds: float, rng: random.Random) -
     callee = (PBX_B, 5060)
     uri = f"sip:+3524{call:06d}@{PBX_B}"
     ms = 1_000_000
-    yield start_ns, frame(*caller[:1], callee[0], 5060, 5060,
-                          sip(f"INVITE {uri} SIP/2.0", call, "1 INVITE", False, sdp(PBX_A, a_port, call)), call)
-    yield start_ns + 2 * ms, frame(callee[0], caller[0], 5060, 5060, sip("SIP/2.0 100 Trying", call, "1 INVITE", False), call)
-    yield start_ns + 30 * ms, frame(callee[0], caller[0], 5060, 5060, sip("SIP/2.0 180 Ringing", call, "1 INVITE", True), call)
+    yield (
+        start_ns,
+        frame(
+            *caller[:1],
+            callee[0],
+            5060,
+            5060,
+            sip(f"INVITE {uri} SIP/2.0", call, "1 INVITE", False, sdp(PBX_A, a_port, call)),
+            call,
+        ),
+    )
+    yield (
+        start_ns + 2 * ms,
+        frame(callee[0], caller[0], 5060, 5060, sip("SIP/2.0 100 Trying", call, "1 INVITE", False), call),
+    )
+    yield (
+        start_ns + 30 * ms,
+        frame(callee[0], caller[0], 5060, 5060, sip("SIP/2.0 180 Ringing", call, "1 INVITE", True), call),
+    )
     answer = start_ns + 500 * ms
-    yield answer, frame(callee[0], caller[0], 5060, 5060,
-                        sip("SIP/2.0 200 OK", call, "1 INVITE", True, sdp(PBX_B, b_port, call)), call)
-    yield answer + 2 * ms, frame(caller[0], callee[0], 5060, 5060, sip(f"ACK {uri} SIP/2.0", call, "1 ACK", True), call)
+    yield (
+        answer,
+        frame(
+            callee[0],
+            caller[0],
+            5060,
+            5060,
+            sip("SIP/2.0 200 OK", call, "1 INVITE", True, sdp(PBX_B, b_port, call)),
+            call,
+        ),
+    )
+    yield (
+        answer + 2 * ms,
+        frame(caller[0], callee[0], 5060, 5060, sip(f"ACK {uri} SIP/2.0", call, "1 ACK", True), call),
+    )
     n = int(seconds * 50)
     ssrc_a = 0x10000000 + call
     ssrc_b = 0x20000000 + call
@@ -94,13 +123,22 @@ def call_packets(call: int, start_ns: int, seconds: float, rng: random.Random) -
         t = media0 + i * 20 * ms
         jitter_a = rng.randrange(0, 2 * ms)
         jitter_b = rng.randrange(0, 2 * ms)
-        rtp_a = struct.pack("!BBHII", 0x80, 0, (seq_a + i) & 0xFFFF, (ts_a + 160 * i) & 0xFFFFFFFF, ssrc_a) + payload_a
-        rtp_b = struct.pack("!BBHII", 0x80, 0, (seq_b + i) & 0xFFFF, (ts_b + 160 * i) & 0xFFFFFFFF, ssrc_b) + payload_b
+        rtp_a = (
+            struct.pack("!BBHII", 0x80, 0, (seq_a + i) & 0xFFFF, (ts_a + 160 * i) & 0xFFFFFFFF, ssrc_a)
+            + payload_a
+        )
+        rtp_b = (
+            struct.pack("!BBHII", 0x80, 0, (seq_b + i) & 0xFFFF, (ts_b + 160 * i) & 0xFFFFFFFF, ssrc_b)
+            + payload_b
+        )
         yield t + jitter_a, frame(PBX_A, PBX_B, a_port, b_port, rtp_a, i)
         yield t + 7 * ms + jitter_b, frame(PBX_B, PBX_A, b_port, a_port, rtp_b, i)
     bye = media0 + n * 20 * ms + 5 * ms
     yield bye, frame(caller[0], callee[0], 5060, 5060, sip(f"BYE {uri} SIP/2.0", call, "2 BYE", True), call)
-    yield bye + 3 * ms, frame(callee[0], caller[0], 5060, 5060, sip("SIP/2.0 200 OK", call, "2 BYE", True), call)
+    yield (
+        bye + 3 * ms,
+        frame(callee[0], caller[0], 5060, 5060, sip("SIP/2.0 200 OK", call, "2 BYE", True), call),
+    )
 
 
 def write(path: Path, calls: int, seconds: float, spread: float, seed: int = 1) -> int:

@@ -28,7 +28,13 @@ CALLEE = "callee"
 DEFAULT_LINGER_NS = 2_000_000_000
 AUTH_RETRY_LINGER_NS = 10_000_000_000
 
-_TERMINAL = {CallState.COMPLETED, CallState.CANCELLED, CallState.REJECTED, CallState.REDIRECTED, CallState.FAILED}
+_TERMINAL = {
+    CallState.COMPLETED,
+    CallState.CANCELLED,
+    CallState.REJECTED,
+    CallState.REDIRECTED,
+    CallState.FAILED,
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,7 +69,9 @@ class RtpPackets:
     def take(self, index: I64) -> RtpPackets:
         """The packets at ``index``, with their payloads compacted into a new flat array
         (use this for anything that outlives the source buffer)."""
-        payload, offsets = gather_payloads(self.payload, self.payload_offsets[index], self.payload_lengths[index])
+        payload, offsets = gather_payloads(
+            self.payload, self.payload_offsets[index], self.payload_lengths[index]
+        )
         return RtpPackets(
             self.ts_ns[index],
             self.seq[index],

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from capture.gather import row_view
-
 from capture.errors import ParseError, Truncated
+from capture.gather import row_view
 from capture.media import RtpPackets, gather_payloads
 
 RTP_VERSION = 2
@@ -85,12 +84,26 @@ def parse_rtp(data: bytes) -> RtpHeader:
             raise ParseError(f"RTP padding length {pad} is invalid", "rtp_padding")
         end -= pad
     return RtpHeader(
-        version, padding, extension, cc, bool(b1 & 0x80), b1 & 0x7F, seq, ts, ssrc,
-        tuple(csrcs), ext_profile, bytes(ext_data), bytes(data[pos:end]), pad,
+        version,
+        padding,
+        extension,
+        cc,
+        bool(b1 & 0x80),
+        b1 & 0x7F,
+        seq,
+        ts,
+        ssrc,
+        tuple(csrcs),
+        ext_profile,
+        bytes(ext_data),
+        bytes(data[pos:end]),
+        pad,
     )
 
 
-def _gather_rows(buf: npt.NDArray[np.uint8], starts: npt.NDArray[np.int64], width: int) -> npt.NDArray[np.uint8]:
+def _gather_rows(
+    buf: npt.NDArray[np.uint8], starts: npt.NDArray[np.int64], width: int
+) -> npt.NDArray[np.uint8]:
     """Rows of ``width`` bytes starting at each offset (a copy; the buffer must be padded)."""
     return row_view(buf, width)[starts]
 

@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from capture.gather import row_view
-
 from capture.calls import (
     CALLEE_TO_CALLER,
     CALLER_TO_CALLEE,
@@ -35,6 +33,7 @@ from capture.calls import (
 )
 from capture.dialog import CALLER, CallDialog, MediaOffer
 from capture.errors import ParseError
+from capture.gather import row_view
 from capture.media import LegSpool, MediaFormat, RtpPackets
 from capture.packets import DatagramBatch, address_text, endpoint_key, endpoint_keys
 from capture.rtp import RTCP_TYPE_MAX, RTCP_TYPE_MIN, parse_rtp_columns
@@ -55,6 +54,9 @@ class TrackerConfig:
     # reaches the mirror shortly before the SDP announcing it (relays, reordered mirrors) is kept.
     orphan_window_s: float = 2.0
     orphan_packets: int = 100_000
+    # Media later than this after a BYE / CANCEL / final failure is not the call's any more (the
+    # party that did not hang up stops within a round trip); ends the linger's claim on endpoints.
+    after_end_grace_s: float = 0.5
 
 
 @dataclass(slots=True)
@@ -136,6 +138,7 @@ class CallTracker:
         self._learned_dst = _BindingTable()
         self._pending: list[tuple[npt.NDArray[np.int64], RtpPackets]] = []
         self._pending_count = 0
+        self._groups: dict[int, list[int]] = {}  # fan-out group id -> leg ids sharing an endpoint
         self._orphans: collections.deque[_Orphans] = collections.deque()
         self._orphan_count = 0
         self._leg_last_ns = np.zeros(1024, dtype=np.int64)
@@ -178,7 +181,9 @@ class CallTracker:
         cuts = np.searchsorted(media_rows, text_rows)
         start = 0
         for row, cut in zip(text_rows.tolist(), cuts.tolist(), strict=True):
-            finished += self._route_range(batch, media_rows, media_ts, media_dst, media_src, media_is_rtcp, start, cut)
+            finished += self._route_range(
+                batch, media_rows, media_ts, media_dst, media_src, media_is_rtcp, start, cut
+            )
             start = cut
             now = int(batch.ts_ns[row])
             if self._next_check_ns is None or now >= self._next_check_ns:
@@ -270,7 +275,9 @@ class CallTracker:
             call = None
         if call is None:
             if msg.method != "INVITE" or msg.to_tag:
-                self.counters["sip_outside_known_call" if msg.method != "INVITE" else "sip_reinvite_unknown_call"] += 1
+                self.counters[
+                    "sip_outside_known_call" if msg.method != "INVITE" else "sip_reinvite_unknown_call"
+                ] += 1
                 return finished
             if len(self._calls) >= self.config.max_calls:
                 self.counters["calls_over_limit"] += 1
@@ -310,8 +317,13 @@ class CallTracker:
         sending = CALLEE_TO_CALLER if receiving == CALLER_TO_CALLEE else CALLER_TO_CALLEE
         if offer.encrypted:
             call.dialog.events.append(
-                CallEvent(call.dialog.last_sip_ns, "media", "encrypted media offered", offer.side,
-                          f"{offer.endpoint}: cannot record")
+                CallEvent(
+                    call.dialog.last_sip_ns,
+                    "media",
+                    "encrypted media offered",
+                    offer.side,
+                    f"{offer.endpoint}: cannot record",
+                )
             )
         call.formats[offer.side] = {**call.formats.get(offer.side, {}), **offer.formats}
         try:
@@ -326,14 +338,73 @@ class CallTracker:
         for key in (rtp_key, rtcp_key):
             if key is None:
                 continue
-            # A newer SDP claiming an endpoint another call holds wins; the older call's unbind
-            # at its end then leaves the newer binding alone (unbind checks the owner).
-            self._by_dst.bind(key, recv_leg.leg_id)
+            self._claim(self._by_dst, key, recv_leg.leg_id)
             call.bound_dst.add(key)
-            self._by_src.bind(key, send_leg.leg_id)
+            self._claim(self._by_src, key, send_leg.leg_id)
             call.bound_src.add(key)
             if self._orphans:
                 self._adopt_orphans(key, recv_leg.leg_id, send_leg.leg_id)
+
+    def _claim(self, table: _BindingTable, key: int, leg_id: int) -> None:
+        """Bind ``key`` to ``leg_id``. If a leg of another call still in progress holds it (a B2BUA
+        whose two dialogs both name the same direct media), both get the packets: the key then maps
+        to a fan-out group. A call that has ended (BYE, CANCEL, final failure) gives way."""
+        current = table.by_key.get(key)
+        if current is None or current == leg_id:
+            table.bind(key, leg_id)
+            return
+        members = [m for m in self._groups.get(current, [current]) if m != leg_id and self._live(m)]
+        if not members:
+            table.bind(key, leg_id)
+            return
+        group = self._alloc_leg_id()
+        self._groups[group] = [*members, leg_id]
+        table.bind(key, group)
+        self.counters["rtp_endpoint_shared"] += 1
+
+    def _live(self, leg_id: int) -> bool:
+        owner = self._legs.get(leg_id)
+        return owner is not None and not owner[0].dialog.terminal
+
+    def _release(self, table: _BindingTable, key: int, leg_id: int) -> None:
+        """Undo :meth:`_claim` for ``leg_id`` (other owners keep the key)."""
+        current = table.by_key.get(key)
+        if current == leg_id:
+            table.unbind(key, leg_id)
+        elif current in self._groups:
+            rest = [m for m in self._groups[current] if m != leg_id]
+            if len(rest) == len(self._groups[current]):
+                return
+            if len(rest) == 1:
+                table.bind(key, rest[0])
+            else:
+                self._groups[current] = rest
+                return
+            del self._groups[current]
+
+    def _fan_out(
+        self,
+        rows: npt.NDArray[np.int64],
+        leg: npt.NDArray[np.int64],
+        is_rtcp: npt.NDArray[np.bool_],
+        src_keys: npt.NDArray[np.uint64],
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.bool_], npt.NDArray[np.uint64]]:
+        """Rows routed to a fan-out group go to its first member; a copy of them is appended for
+        each other member (a leg's packets are put back in arrival order when its call ends)."""
+        extra = []
+        for group, members in self._groups.items():
+            hit = np.flatnonzero(leg == group)
+            if hit.shape[0] == 0:
+                continue
+            leg[hit] = members[0]
+            extra += [(hit, member) for member in members[1:]]
+        if not extra:
+            return rows, leg, is_rtcp, src_keys
+        index = np.concatenate([np.arange(rows.shape[0])] + [hit for hit, _ in extra])
+        legs = np.concatenate(
+            [leg] + [np.full(hit.shape[0], member, dtype=np.int64) for hit, member in extra]
+        )
+        return rows[index], legs, is_rtcp[index], src_keys[index]
 
     # -- media ----------------------------------------------------------------------------------
 
@@ -351,6 +422,8 @@ class CallTracker:
             self._keep_orphans(batch, rows[miss], dst_keys[miss], src_keys[miss], is_rtcp[miss])
             keep = ~miss
             rows, leg, is_rtcp, src_keys = rows[keep], leg[keep], is_rtcp[keep], src_keys[keep]
+        if self._groups:
+            rows, leg, is_rtcp, src_keys = self._fan_out(rows, leg, is_rtcp, src_keys)
         if rows.shape[0] == 0:
             return
         ts = batch.ts_ns[rows]
@@ -375,7 +448,9 @@ class CallTracker:
         self._pending.append((leg, packets))
         self._pending_count += len(packets)
 
-    def _resolve(self, dst_keys: npt.NDArray[np.uint64], src_keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
+    def _resolve(
+        self, dst_keys: npt.NDArray[np.uint64], src_keys: npt.NDArray[np.uint64]
+    ) -> npt.NDArray[np.int64]:
         """Leg id of each packet, -1 when no call claims it.
 
         Evidence, strongest first (what SBCs call latching):
@@ -413,7 +488,9 @@ class CallTracker:
             leg[again[hit]] = relearned[hit]
         return leg
 
-    def _learn(self, table: _BindingTable, peer_keys: npt.NDArray[np.uint64], legs: npt.NDArray[np.int64]) -> bool:
+    def _learn(
+        self, table: _BindingTable, peer_keys: npt.NDArray[np.uint64], legs: npt.NDArray[np.int64]
+    ) -> bool:
         """Bind each new peer endpoint to the reverse of the leg its packet was placed on."""
         keys, first = np.unique(peer_keys, return_index=True)
         new = False
@@ -455,7 +532,9 @@ class CallTracker:
             self.counters["rtp_malformed"] += int((~valid).sum())
             dst_keys, src_keys = dst_keys[valid], src_keys[valid]
         if len(packets):
-            self._orphans.append(_Orphans(dst_keys, src_keys, packets, np.zeros(len(packets), dtype=np.bool_)))
+            self._orphans.append(
+                _Orphans(dst_keys, src_keys, packets, np.zeros(len(packets), dtype=np.bool_))
+            )
             self._orphan_count += len(packets)
 
     def _expire_orphans(self, now_ns: int, everything: bool = False) -> None:
@@ -539,7 +618,8 @@ class CallTracker:
     def _check_timeouts(self, now_ns: int) -> list[CapturedCall]:
         self._next_check_ns = now_ns + int(self.config.timeout_check_s * NS)
         due = [
-            c for c in self._calls.values()
+            c
+            for c in self._calls.values()
             if c.dialog.terminal and c.dialog.finish_at_ns is not None and now_ns >= c.dialog.finish_at_ns
         ]
         if due:
@@ -570,23 +650,35 @@ class CallTracker:
         self._calls.pop(d.call_id, None)
         for key in call.bound_dst:
             for leg in call.legs.values():
-                self._by_dst.unbind(key, leg.leg_id)
+                self._release(self._by_dst, key, leg.leg_id)
         for key in call.bound_src:
             for leg in call.legs.values():
-                self._by_src.unbind(key, leg.leg_id)
+                self._release(self._by_src, key, leg.leg_id)
         for table, key, leg_id in call.learned:
             table.unbind(key, leg_id)
         legs = {}
+        cutoff = None
+        if d.terminal and d.ended_ns is not None:
+            cutoff = d.ended_ns + int(self.config.after_end_grace_s * NS)
         for direction, leg in call.legs.items():
             for chunk in self._take_pending(leg.leg_id):
                 leg.spool.append(chunk)
+            packets = leg.spool.packets()
+            if cutoff is not None and len(packets) and int(packets.ts_ns[-1]) > cutoff:
+                late = packets.ts_ns > cutoff
+                self.counters["rtp_after_call_end"] += int(late.sum())
+                packets = packets.take(np.flatnonzero(~late))
             receiver = "callee" if direction == CALLER_TO_CALLEE else "caller"
             sender = "caller" if receiver == "callee" else "callee"
-            formats = {**STATIC_PAYLOAD_TYPES, **call.formats.get(sender, {}), **call.formats.get(receiver, {})}
+            formats = {
+                **STATIC_PAYLOAD_TYPES,
+                **call.formats.get(sender, {}),
+                **call.formats.get(receiver, {}),
+            }
             legs[direction] = CapturedLeg(
                 direction,
                 formats,
-                leg.spool.packets(),
+                packets,
                 tuple(leg.sources.values()),
                 tuple(leg.destinations.values()),
                 leg.rtcp_packets,

@@ -75,7 +75,9 @@ def cli(ctx: click.Context, home: Path | None, debug: bool) -> None:
 
 
 @cli.command("import")
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the created calls as a JSON array.")
 @click.pass_obj
 def import_cmd(obj: Context, files: tuple[Path, ...], as_json: bool) -> None:
@@ -130,8 +132,12 @@ def calls() -> None:
 
 
 @calls.command("list")
-@click.option("--since", metavar="DATE", help="Calls that started at or after DATE (YYYY-MM-DD[THH:MM[:SS]], UTC).")
-@click.option("--until", metavar="DATE", help="Calls that started before DATE (a bare date includes that day).")
+@click.option(
+    "--since", metavar="DATE", help="Calls that started at or after DATE (YYYY-MM-DD[THH:MM[:SS]], UTC)."
+)
+@click.option(
+    "--until", metavar="DATE", help="Calls that started before DATE (a bare date includes that day)."
+)
 @click.option("--number", metavar="TEXT", help="Caller or callee contains TEXT.")
 @click.option("--state", type=click.Choice(STATES), help="Only calls in this state.")
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True, help="At most N calls.")
@@ -139,7 +145,12 @@ def calls() -> None:
 @click.option("--csv", "fmt", flag_value="csv", help="CSV with a header line.")
 @click.pass_obj
 def calls_list(
-    obj: Context, since: str | None, until: str | None, number: str | None, state: str | None, limit: int,
+    obj: Context,
+    since: str | None,
+    until: str | None,
+    number: str | None,
+    state: str | None,
+    limit: int,
     fmt: str | None,
 ) -> None:
     """List calls, oldest first.
@@ -185,10 +196,16 @@ def calls_show(obj: Context, call_id: int, as_json: bool) -> None:
 
 @calls.command("export")
 @click.argument("call_id", metavar="ID", type=int)
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Where to write the recording.")
-@click.option("--format", "fmt", type=click.Choice(["wav"]), default="wav", show_default=True,
-              help="Audio format.")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the recording.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["wav"]), default="wav", show_default=True, help="Audio format."
+)
 @click.pass_obj
 def calls_export(obj: Context, call_id: int, out: Path, fmt: str) -> None:
     """Export a call's stereo recording (left: caller, right: callee).
@@ -238,4 +255,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-

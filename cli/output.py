@@ -10,17 +10,60 @@ from pathlib import Path
 from typing import Any
 
 LEG_FIELDS = (
-    "direction", "codec", "packets", "expected", "lost", "duplicates", "late", "ssrc", "src", "dst",
-    "first_media_at", "last_media_at", "max_gap_ms", "jitter_mean_ms", "jitter_max_ms", "rtcp_packets",
+    "direction",
+    "codec",
+    "packets",
+    "expected",
+    "lost",
+    "duplicates",
+    "late",
+    "ssrc",
+    "src",
+    "dst",
+    "first_media_at",
+    "last_media_at",
+    "max_gap_ms",
+    "jitter_mean_ms",
+    "jitter_max_ms",
+    "rtcp_packets",
 )
 CALL_FIELDS = (
-    "id", "call_id", "started_at", "answered_at", "ended_at", "duration_s", "talk_s", "caller", "callee",
-    "caller_display", "callee_display", "caller_uri", "callee_uri", "request_uri", "direction", "state",
-    "end_reason", "final_status", "codecs", "source", "error",
+    "id",
+    "call_id",
+    "started_at",
+    "answered_at",
+    "ended_at",
+    "duration_s",
+    "talk_s",
+    "caller",
+    "callee",
+    "caller_display",
+    "callee_display",
+    "caller_uri",
+    "callee_uri",
+    "request_uri",
+    "direction",
+    "state",
+    "end_reason",
+    "final_status",
+    "codecs",
+    "source",
+    "error",
 )
 CSV_FIELDS = (
-    "id", "call_id", "started_at", "answered_at", "ended_at", "duration_s", "caller", "callee", "direction",
-    "state", "codecs", "recording_seconds", "recording_path",
+    "id",
+    "call_id",
+    "started_at",
+    "answered_at",
+    "ended_at",
+    "duration_s",
+    "caller",
+    "callee",
+    "direction",
+    "state",
+    "codecs",
+    "recording_seconds",
+    "recording_path",
 )
 
 
@@ -48,7 +91,8 @@ def call_json(row: dict[str, Any], home: Path, *, events: bool = False) -> dict[
         out["recording"] = None
     if events:
         out["events"] = [
-            {k: e.get(k) for k in ("at", "kind", "summary", "sender", "detail")} for e in row.get("events", [])
+            {k: e.get(k) for k in ("at", "kind", "summary", "sender", "detail")}
+            for e in row.get("events", [])
         ]
     return out
 
@@ -85,19 +129,42 @@ def calls_table(rows: Sequence[dict[str, Any]]) -> str:
         rec = f"{r['recording_seconds']:.1f} s" if r.get("recording_path") else "-"
         lines.append(
             (
-                str(r["id"]), started, f"{r.get('duration_s') or 0:.1f} s", r.get("caller") or "",
-                r.get("callee") or "", r.get("state") or "", r.get("codecs") or "", rec,
+                str(r["id"]),
+                started,
+                f"{r.get('duration_s') or 0:.1f} s",
+                r.get("caller") or "",
+                r.get("callee") or "",
+                r.get("state") or "",
+                r.get("codecs") or "",
+                rec,
             )
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(headers))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines)
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
 
 
 def call_text(call: dict[str, Any]) -> str:
     """``calls show`` without --json: metadata, legs and events, readable."""
     out = []
-    for key in ("id", "call_id", "state", "end_reason", "caller", "callee", "request_uri", "started_at",
-                "answered_at", "ended_at", "duration_s", "talk_s", "codecs", "source", "error"):
+    for key in (
+        "id",
+        "call_id",
+        "state",
+        "end_reason",
+        "caller",
+        "callee",
+        "request_uri",
+        "started_at",
+        "answered_at",
+        "ended_at",
+        "duration_s",
+        "talk_s",
+        "codecs",
+        "source",
+        "error",
+    ):
         value = call.get(key)
         if value in (None, "", []):
             continue
@@ -106,15 +173,18 @@ def call_text(call: dict[str, Any]) -> str:
         out.append(f"{key + ':':<13} {value}")
     rec = call.get("recording")
     if rec:
-        out.append(f"{'recording:':<13} {rec['path']} ({rec['seconds']} s, {rec['sample_rate']} Hz, "
-                   f"{rec['channels']} channels)")
+        out.append(
+            f"{'recording:':<13} {rec['path']} ({rec['seconds']} s, {rec['sample_rate']} Hz, "
+            f"{rec['channels']} channels)"
+        )
     else:
         out.append(f"{'recording:':<13} none")
     out.append("legs:")
     for leg in call.get("legs", []):
         out.append(
             f"  {leg['direction']:<15} {leg.get('codec') or '-':<8} packets {leg.get('packets')}  "
-            f"lost {leg.get('lost')}  ssrc {leg.get('ssrc') or '-'}  {leg.get('src') or '?'} -> {leg.get('dst') or '?'}"
+            f"lost {leg.get('lost')}  ssrc {leg.get('ssrc') or '-'}  "
+            f"{leg.get('src') or '?'} -> {leg.get('dst') or '?'}"
         )
     if call.get("events"):
         out.append("events:")

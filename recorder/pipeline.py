@@ -45,11 +45,23 @@ class ImportReport:
     counters: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
-# Counters that describe what was seen rather than what was skipped.
-_INFO_COUNTERS = {
-    "sip_messages", "rtp_packets", "rtcp_packets", "calls_seen", "calls_finished", "udp_datagrams",
-    "reassembled", "sip_keepalive",
-}
+# Counters that describe what was seen or done, not packets that were skipped.
+INFO_COUNTERS = frozenset(
+    {
+        "udp_datagrams",
+        "ip_fragment_pending",
+        "reassembled",  # frames
+        "sip_messages",
+        "sip_keepalive",
+        "rtp_packets",
+        "rtcp_packets",
+        "calls_seen",
+        "calls_finished",
+        "rtp_adopted_before_sdp",
+        "rtp_peers_learned",
+        "rtp_endpoint_shared",  # tracker
+    }
+)
 
 
 def check_captures(paths: Sequence[str | os.PathLike[str]]) -> None:
@@ -99,11 +111,12 @@ class _Importer:
                 progress(int(batch.caplens.sum()) + 16 * len(batch))
         for call in tracker.flush():
             self._save(call, source)
+        frames.finish()
         self._flush_rows()
         for counters in (frames.counters, tracker.counters):
             for key, value in counters.items():
                 self.report.counters[key] += value
-                if key not in _INFO_COUNTERS:
+                if key not in INFO_COUNTERS and value:
                     self.report.skipped_packets[key] += value
 
     def _save(self, call: CapturedCall, source: str) -> None:

@@ -13,10 +13,16 @@ CALLER_IP = "198.51.100.10"
 CALLEE_IP = "198.51.100.20"
 
 
-def sdp(addr: str, port: int, pts: Sequence[int] = (0, 101), direction: str = "sendrecv", extra: str = "") -> bytes:
+def sdp(
+    addr: str, port: int, pts: Sequence[int] = (0, 101), direction: str = "sendrecv", extra: str = ""
+) -> bytes:
     fam = "IP6" if ":" in addr else "IP4"
     lines = [
-        "v=0", f"o=- 1 1 IN {fam} {addr}", "s=-", f"c=IN {fam} {addr}", "t=0 0",
+        "v=0",
+        f"o=- 1 1 IN {fam} {addr}",
+        "s=-",
+        f"c=IN {fam} {addr}",
+        "t=0 0",
         f"m=audio {port} RTP/AVP {' '.join(str(p) for p in pts)}",
     ]
     names = {0: "PCMU/8000", 8: "PCMA/8000", 101: "telephone-event/8000"}
@@ -56,8 +62,13 @@ def sip(
     return ("\r\n".join(headers) + "\r\n\r\n").encode() + body
 
 
-def rtp(seq: int, ts: int, ssrc: int, pt: int = 0, payload: bytes = b"\x55" * 160, marker: bool = False) -> bytes:
-    return struct.pack("!BBHII", 0x80, (0x80 if marker else 0) | pt, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc) + payload
+def rtp(
+    seq: int, ts: int, ssrc: int, pt: int = 0, payload: bytes = b"\x55" * 160, marker: bool = False
+) -> bytes:
+    return (
+        struct.pack("!BBHII", 0x80, (0x80 if marker else 0) | pt, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc)
+        + payload
+    )
 
 
 Row = tuple[int, str, int, str, int, bytes]  # ts_ns, src, sport, dst, dport, payload

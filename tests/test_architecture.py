@@ -45,9 +45,13 @@ def test_module_imports_follow_the_arrows(package: str, path: Path) -> None:
     for name in _imports(path):
         top = name.split(".")[0]
         if top in PACKAGES and top != package:
-            assert top in ALLOWED[package], f"{path.relative_to(ROOT)} imports {name}: {package} may not import {top}"
+            assert top in ALLOWED[package], (
+                f"{path.relative_to(ROOT)} imports {name}: {package} may not import {top}"
+            )
             if package == "decode":
-                assert name in DECODE_MAY_USE, f"{path.relative_to(ROOT)} imports {name}: decode uses capture value types only"
+                assert name in DECODE_MAY_USE, (
+                    f"{path.relative_to(ROOT)} imports {name}: decode uses capture value types only"
+                )
 
 
 def test_every_package_is_checked() -> None:

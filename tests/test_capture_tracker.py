@@ -13,23 +13,65 @@ S = 1_000_000_000
 URI = "sip:1002@example.com"
 
 
-def _setup(t0: int = 0, call_id: str = "c1@test", a_port: int = 4000, b_port: int = 6000, early: bool = False):
+def _setup(
+    t0: int = 0, call_id: str = "c1@test", a_port: int = 4000, b_port: int = 6000, early: bool = False
+):
     rows = [
-        (t0, CALLER_IP, 5060, CALLEE_IP, 5060, sip(f"INVITE {URI} SIP/2.0", call_id=call_id, body=sdp(CALLER_IP, a_port))),
+        (
+            t0,
+            CALLER_IP,
+            5060,
+            CALLEE_IP,
+            5060,
+            sip(f"INVITE {URI} SIP/2.0", call_id=call_id, body=sdp(CALLER_IP, a_port)),
+        ),
         (t0 + 1 * MS, CALLEE_IP, 5060, CALLER_IP, 5060, sip("SIP/2.0 100 Trying", call_id=call_id)),
     ]
     if early:
-        rows.append((t0 + 2 * MS, CALLEE_IP, 5060, CALLER_IP, 5060,
-                     sip("SIP/2.0 183 Session Progress", call_id=call_id, to_tag="b1", body=sdp(CALLEE_IP, b_port))))
+        rows.append(
+            (
+                t0 + 2 * MS,
+                CALLEE_IP,
+                5060,
+                CALLER_IP,
+                5060,
+                sip(
+                    "SIP/2.0 183 Session Progress", call_id=call_id, to_tag="b1", body=sdp(CALLEE_IP, b_port)
+                ),
+            )
+        )
     else:
-        rows.append((t0 + 2 * MS, CALLEE_IP, 5060, CALLER_IP, 5060, sip("SIP/2.0 180 Ringing", call_id=call_id, to_tag="b1")))
+        rows.append(
+            (
+                t0 + 2 * MS,
+                CALLEE_IP,
+                5060,
+                CALLER_IP,
+                5060,
+                sip("SIP/2.0 180 Ringing", call_id=call_id, to_tag="b1"),
+            )
+        )
     return rows
 
 
 def _answer(t: int, call_id: str = "c1@test", b_port: int = 6000):
     return [
-        (t, CALLEE_IP, 5060, CALLER_IP, 5060, sip("SIP/2.0 200 OK", call_id=call_id, to_tag="b1", body=sdp(CALLEE_IP, b_port))),
-        (t + 1 * MS, CALLER_IP, 5060, CALLEE_IP, 5060, sip(f"ACK {URI} SIP/2.0", call_id=call_id, cseq="1 ACK", to_tag="b1")),
+        (
+            t,
+            CALLEE_IP,
+            5060,
+            CALLER_IP,
+            5060,
+            sip("SIP/2.0 200 OK", call_id=call_id, to_tag="b1", body=sdp(CALLEE_IP, b_port)),
+        ),
+        (
+            t + 1 * MS,
+            CALLER_IP,
+            5060,
+            CALLEE_IP,
+            5060,
+            sip(f"ACK {URI} SIP/2.0", call_id=call_id, cseq="1 ACK", to_tag="b1"),
+        ),
     ]
 
 
@@ -45,8 +87,22 @@ def _media(t0: int, n: int, a_port: int = 4000, b_port: int = 6000, both: bool =
 
 def _bye(t: int, call_id: str = "c1@test"):
     return [
-        (t, CALLER_IP, 5060, CALLEE_IP, 5060, sip(f"BYE {URI} SIP/2.0", call_id=call_id, cseq="2 BYE", to_tag="b1")),
-        (t + 1 * MS, CALLEE_IP, 5060, CALLER_IP, 5060, sip("SIP/2.0 200 OK", call_id=call_id, cseq="2 BYE", to_tag="b1")),
+        (
+            t,
+            CALLER_IP,
+            5060,
+            CALLEE_IP,
+            5060,
+            sip(f"BYE {URI} SIP/2.0", call_id=call_id, cseq="2 BYE", to_tag="b1"),
+        ),
+        (
+            t + 1 * MS,
+            CALLEE_IP,
+            5060,
+            CALLER_IP,
+            5060,
+            sip("SIP/2.0 200 OK", call_id=call_id, cseq="2 BYE", to_tag="b1"),
+        ),
     ]
 
 
@@ -96,8 +152,9 @@ def test_pending_log_split_keeps_every_packet() -> None:
 
 
 def test_early_media_before_answer_is_kept() -> None:
-    rows = _setup(early=True) + [(10 * MS + i * 20 * MS, CALLEE_IP, 6000, CALLER_IP, 4000, rtp(i, i * 160, 0xB))
-                                 for i in range(10)]
+    rows = _setup(early=True) + [
+        (10 * MS + i * 20 * MS, CALLEE_IP, 6000, CALLER_IP, 4000, rtp(i, i * 160, 0xB)) for i in range(10)
+    ]
     rows += _answer(300 * MS) + _media(310 * MS, 5) + _bye(1 * S)
     _, calls = _run(rows)
     assert len(calls[0].legs[CALLEE_TO_CALLER].packets) == 15
@@ -105,8 +162,14 @@ def test_early_media_before_answer_is_kept() -> None:
 
 def test_rtp_from_unexpected_source_port_is_matched_by_destination() -> None:
     rows = _setup() + _answer(100 * MS)
-    rows += [(200 * MS + i * 20 * MS, "203.0.113.99", 31000, CALLEE_IP, 6000, rtp(i, i * 160, 0xA)) for i in range(5)]
-    rows += [(200 * MS + i * 20 * MS, CALLEE_IP, 6000, "203.0.113.99", 31000, rtp(i, i * 160, 0xB)) for i in range(5)]
+    rows += [
+        (200 * MS + i * 20 * MS, "203.0.113.99", 31000, CALLEE_IP, 6000, rtp(i, i * 160, 0xA))
+        for i in range(5)
+    ]
+    rows += [
+        (200 * MS + i * 20 * MS, CALLEE_IP, 6000, "203.0.113.99", 31000, rtp(i, i * 160, 0xB))
+        for i in range(5)
+    ]
     rows += _bye(1 * S)
     _, calls = _run(rows)
     assert len(calls[0].legs[CALLER_TO_CALLEE].packets) == 5
@@ -117,8 +180,14 @@ def test_cancel_and_busy() -> None:
     cancel = _setup(call_id="x") + [
         (1 * S, CALLER_IP, 5060, CALLEE_IP, 5060, sip(f"CANCEL {URI} SIP/2.0", call_id="x", cseq="1 CANCEL")),
         (1 * S + MS, CALLEE_IP, 5060, CALLER_IP, 5060, sip("SIP/2.0 200 OK", call_id="x", cseq="1 CANCEL")),
-        (1 * S + 2 * MS, CALLEE_IP, 5060, CALLER_IP, 5060,
-         sip("SIP/2.0 487 Request Terminated", call_id="x", to_tag="b1")),
+        (
+            1 * S + 2 * MS,
+            CALLEE_IP,
+            5060,
+            CALLER_IP,
+            5060,
+            sip("SIP/2.0 487 Request Terminated", call_id="x", to_tag="b1"),
+        ),
     ]
     busy = _setup(t0=2 * S, call_id="y") + [
         (3 * S, CALLEE_IP, 5060, CALLER_IP, 5060, sip("SIP/2.0 486 Busy Here", call_id="y", to_tag="b1")),
@@ -142,7 +211,11 @@ def test_retransmissions_are_marked_not_reprocessed() -> None:
 def test_call_finishes_after_linger_and_frees_its_endpoints() -> None:
     first = _setup() + _answer(100 * MS) + _media(110 * MS, 5) + _bye(1 * S)
     # a second call reuses the same RTP ports 10 s later
-    second = _setup(t0=10 * S, call_id="c2@test") + _answer(10 * S + 100 * MS, "c2@test") + _media(10 * S + 110 * MS, 7)
+    second = (
+        _setup(t0=10 * S, call_id="c2@test")
+        + _answer(10 * S + 100 * MS, "c2@test")
+        + _media(10 * S + 110 * MS, 7)
+    )
     tracker = CallTracker()
     done = tracker.feed(batch(first))
     assert done == []  # still lingering
@@ -221,3 +294,38 @@ def test_learned_peers_are_forgotten_with_their_call() -> None:
     tracker, calls = _run(rows)
     assert len(calls[0].legs[CALLEE_TO_CALLER].packets) == 0
     assert tracker.counters["rtp_unmatched"] == 1
+
+
+def test_two_live_dialogs_naming_the_same_media_both_get_it() -> None:
+    """A B2BUA's two dialogs with direct media name the same endpoints: both calls record it."""
+    rows = _setup(call_id="in") + _answer(100 * MS, "in")
+    rows += _setup(t0=50 * MS, call_id="out") + _answer(150 * MS, "out")
+    rows += _media(200 * MS, 10)
+    rows += _bye(1 * S, "in") + _bye(1 * S + 10 * MS, "out")
+    tracker, calls = _run(rows)
+    assert sorted(c.call_id for c in calls) == ["in", "out"]
+    for call in calls:
+        assert call.legs[CALLER_TO_CALLEE].packets.seq.tolist() == list(range(10))
+        assert len(call.legs[CALLEE_TO_CALLER].packets) == 10
+    assert tracker.counters["rtp_endpoint_shared"] >= 1
+
+
+def test_an_ended_call_gives_its_endpoints_to_the_next() -> None:
+    first = _setup(call_id="a") + _answer(100 * MS, "a") + _media(110 * MS, 5) + _bye(300 * MS, "a")
+    # the next call reuses the ports while the first still lingers after its BYE
+    second = (
+        _setup(t0=500 * MS, call_id="b") + _answer(600 * MS, "b") + _media(700 * MS, 8) + _bye(2 * S, "b")
+    )
+    tracker, calls = _run(first + second)
+    by_id = {c.call_id: c for c in calls}
+    assert len(by_id["a"].legs[CALLER_TO_CALLEE].packets) == 5
+    assert len(by_id["b"].legs[CALLER_TO_CALLEE].packets) == 8
+    assert tracker.counters["rtp_endpoint_shared"] == 0
+
+
+def test_media_long_after_bye_is_not_the_calls() -> None:
+    rows = _setup() + _answer(100 * MS) + _media(110 * MS, 5) + _bye(300 * MS)
+    rows += [(1500 * MS, CALLER_IP, 4000, CALLEE_IP, 6000, rtp(99, 99 * 160, 0xA))]
+    tracker, calls = _run(rows)
+    assert calls[0].legs[CALLER_TO_CALLEE].packets.seq.tolist() == [0, 1, 2, 3, 4]
+    assert tracker.counters["rtp_after_call_end"] == 1

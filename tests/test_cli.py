@@ -17,13 +17,47 @@ BASIC = FIXTURES / "basic_pcmu.pcap"
 BUSY = FIXTURES / "busy_486.pcap"
 
 CALL_KEYS = {
-    "id", "call_id", "started_at", "answered_at", "ended_at", "duration_s", "talk_s", "caller", "callee",
-    "caller_display", "callee_display", "caller_uri", "callee_uri", "request_uri", "direction", "state",
-    "end_reason", "final_status", "codecs", "source", "error", "legs", "recording",
+    "id",
+    "call_id",
+    "started_at",
+    "answered_at",
+    "ended_at",
+    "duration_s",
+    "talk_s",
+    "caller",
+    "callee",
+    "caller_display",
+    "callee_display",
+    "caller_uri",
+    "callee_uri",
+    "request_uri",
+    "direction",
+    "state",
+    "end_reason",
+    "final_status",
+    "codecs",
+    "source",
+    "error",
+    "legs",
+    "recording",
 }
 LEG_KEYS = {
-    "direction", "codec", "packets", "expected", "lost", "duplicates", "late", "ssrc", "src", "dst",
-    "first_media_at", "last_media_at", "max_gap_ms", "jitter_mean_ms", "jitter_max_ms", "rtcp_packets",
+    "direction",
+    "codec",
+    "packets",
+    "expected",
+    "lost",
+    "duplicates",
+    "late",
+    "ssrc",
+    "src",
+    "dst",
+    "first_media_at",
+    "last_media_at",
+    "max_gap_ms",
+    "jitter_mean_ms",
+    "jitter_max_ms",
+    "rtcp_packets",
 }
 
 
@@ -65,7 +99,11 @@ def test_import_json_has_the_contract_fields(imported: list[dict], home: Path) -
 def test_import_summary_and_reimport_is_idempotent(home: Path, imported: list[dict]) -> None:
     again = run(home, "import", str(BASIC))
     assert again.exit_code == 0
-    assert "1 call(s) found" in again.stdout and "0 added" in again.stdout and "1 already present" in again.stdout
+    assert (
+        "1 call(s) found" in again.stdout
+        and "0 added" in again.stdout
+        and "1 already present" in again.stdout
+    )
     listed = json.loads(run(home, "calls", "list", "--json").stdout)
     assert len(listed) == 2
 
@@ -113,7 +151,9 @@ def test_errors_are_one_line_and_exit_1(home: Path, imported: list[dict], tmp_pa
     assert missing.exit_code == 1 and missing.stderr.strip() == "Error: no call with id 999"
     busy = next(c for c in imported if c["state"] == "rejected")
     no_audio = run(home, "calls", "export", str(busy["id"]), "--out", str(tmp_path / "x.wav"))
-    assert no_audio.exit_code == 1 and no_audio.stderr.startswith(f"Error: call {busy['id']} has no recording")
+    assert no_audio.exit_code == 1 and no_audio.stderr.startswith(
+        f"Error: call {busy['id']} has no recording"
+    )
     assert not (tmp_path / "x.wav").exists()
     bad_date = run(home, "calls", "list", "--since", "yesterday")
     assert bad_date.exit_code == 1 and "invalid date 'yesterday'" in bad_date.stderr
