@@ -28,6 +28,37 @@ class MediaFormat:
     fmtp: str = ""
 
 
+# RFC 3551 tables 4 and 5. Clock rate is the RTP timestamp rate, not always the sampling rate.
+STATIC_PAYLOAD_TYPES: dict[int, MediaFormat] = {
+    0: MediaFormat(0, "PCMU", 8000),
+    3: MediaFormat(3, "GSM", 8000),
+    4: MediaFormat(4, "G723", 8000),
+    5: MediaFormat(5, "DVI4", 8000),
+    6: MediaFormat(6, "DVI4", 16000),
+    7: MediaFormat(7, "LPC", 8000),
+    8: MediaFormat(8, "PCMA", 8000),
+    # G.722 samples at 16 kHz but its RTP clock runs at 8 kHz: an erratum kept for compatibility
+    # (RFC 3551 4.5.2). Timestamps advance 8000/s; the decoder still produces 16 kHz audio.
+    9: MediaFormat(9, "G722", 8000),
+    10: MediaFormat(10, "L16", 44100, 2),
+    11: MediaFormat(11, "L16", 44100, 1),
+    12: MediaFormat(12, "QCELP", 8000),
+    13: MediaFormat(13, "CN", 8000),
+    14: MediaFormat(14, "MPA", 90000),
+    15: MediaFormat(15, "G728", 8000),
+    16: MediaFormat(16, "DVI4", 11025),
+    17: MediaFormat(17, "DVI4", 22050),
+    18: MediaFormat(18, "G729", 8000),
+    25: MediaFormat(25, "CelB", 90000),
+    26: MediaFormat(26, "JPEG", 90000),
+    28: MediaFormat(28, "nv", 90000),
+    31: MediaFormat(31, "H261", 90000),
+    32: MediaFormat(32, "MPV", 90000),
+    33: MediaFormat(33, "MP2T", 90000),
+    34: MediaFormat(34, "H263", 90000),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class RtpPackets:
     """RTP packets of one leg in arrival order. ``payload`` is one flat byte array; packet ``i``'s

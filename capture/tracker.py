@@ -4,8 +4,7 @@ Per batch of UDP datagrams, in capture order:
 
 1. classify every payload at once (numpy over the first two bytes): SIP candidate, RTP, RTCP, other;
 2. walk the SIP candidates in order; the RTP/RTCP rows between two SIP messages form a segment that
-   is routed in bulk: its destination endpoint keys are looked up in a sorted table of SDP
-   bindings (``searchsorted``), falling back to the source key (symmetric RTP behind NAT);
+   is routed in bulk by the :class:`~capture.correlate.Correlator` (SDP bindings, latching);
 3. routed RTP rows are parsed once per segment and appended, with a leg-id column, to a pending log;
    the log is split into per-leg spools only every few hundred thousand packets, or for one call
    when it ends, so per-leg overhead is paid rarely, not per batch.
@@ -31,13 +30,13 @@ from capture.calls import (
     CapturedLeg,
     Endpoint,
 )
+from capture.correlate import NO_LEG, Correlator, Unclaimed
 from capture.dialog import CALLER, CallDialog, MediaOffer
 from capture.errors import ParseError
 from capture.gather import row_view
-from capture.media import LegSpool, MediaFormat, RtpPackets
+from capture.media import STATIC_PAYLOAD_TYPES, LegSpool, MediaFormat, RtpPackets
 from capture.packets import DatagramBatch, address_text, endpoint_key, endpoint_keys
 from capture.rtp import RTCP_TYPE_MAX, RTCP_TYPE_MIN, parse_rtp_columns
-from capture.sdp import STATIC_PAYLOAD_TYPES
 from capture.sip import SipMessage, looks_like_sip, parse_message
 
 NS = 1_000_000_000
@@ -70,57 +69,10 @@ class _Leg:
 
 
 @dataclass(slots=True)
-class _Orphans:
-    """Unmatched RTP rows of one segment, waiting for an SDP that claims their endpoints."""
-
-    dst: npt.NDArray[np.uint64]
-    src: npt.NDArray[np.uint64]
-    packets: RtpPackets
-    taken: npt.NDArray[np.bool_]
-
-
-@dataclass(slots=True)
 class _Call:
     dialog: CallDialog
     legs: dict[str, _Leg]
     formats: dict[str, dict[int, MediaFormat]]  # receiving side -> its payload formats
-    bound_dst: set[int] = field(default_factory=set)
-    bound_src: set[int] = field(default_factory=set)
-    learned: list[tuple[_BindingTable, int, int]] = field(default_factory=list)
-
-
-class _BindingTable:
-    """Endpoint key -> leg id, with a sorted-array mirror for vectorized lookup."""
-
-    def __init__(self) -> None:
-        self.by_key: dict[int, int] = {}
-        self._keys = np.zeros(0, dtype=np.uint64)
-        self._legs = np.zeros(0, dtype=np.int64)
-        self._dirty = False
-
-    def bind(self, key: int, leg_id: int) -> None:
-        if self.by_key.get(key) != leg_id:
-            self.by_key[key] = leg_id
-            self._dirty = True
-
-    def unbind(self, key: int, leg_id: int) -> None:
-        if self.by_key.get(key) == leg_id:
-            del self.by_key[key]
-            self._dirty = True
-
-    def lookup(self, keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
-        if self._dirty:
-            n = len(self.by_key)
-            k = np.fromiter(self.by_key.keys(), dtype=np.uint64, count=n)
-            v = np.fromiter(self.by_key.values(), dtype=np.int64, count=n)
-            order = np.argsort(k)
-            self._keys, self._legs = k[order], v[order]
-            self._dirty = False
-        if self._keys.shape[0] == 0:
-            return np.full(keys.shape[0], -1, dtype=np.int64)
-        pos = np.searchsorted(self._keys, keys)
-        pos[pos == self._keys.shape[0]] = 0
-        return np.where(self._keys[pos] == keys, self._legs[pos], -1)
 
 
 class CallTracker:
@@ -132,15 +84,12 @@ class CallTracker:
         self._calls: dict[str, _Call] = {}
         self._legs: dict[int, tuple[_Call, _Leg]] = {}
         self._next_leg_id = 0
-        self._by_dst = _BindingTable()  # SDP endpoint -> the leg whose packets are sent there
-        self._by_src = _BindingTable()  # SDP endpoint -> the leg whose packets are sent from there
-        self._learned_src = _BindingTable()  # peers seen on the wire, not in any SDP
-        self._learned_dst = _BindingTable()
+        self._correlator = Correlator(self.counters, self._live)
+        self._unclaimed = Unclaimed(
+            self.counters, int(self.config.orphan_window_s * NS), self.config.orphan_packets
+        )
         self._pending: list[tuple[npt.NDArray[np.int64], RtpPackets]] = []
         self._pending_count = 0
-        self._groups: dict[int, list[int]] = {}  # fan-out group id -> leg ids sharing an endpoint
-        self._orphans: collections.deque[_Orphans] = collections.deque()
-        self._orphan_count = 0
         self._leg_last_ns = np.zeros(1024, dtype=np.int64)
         self._next_check_ns: int | None = None
         self._now_ns = 0
@@ -228,7 +177,7 @@ class CallTracker:
 
     def flush(self) -> list[CapturedCall]:
         """End of input: hand on every call still in progress."""
-        self._expire_orphans(self._now_ns, everything=True)
+        self._unclaimed.expire(self._now_ns, everything=True)
         self._split_pending()
         finished = []
         for call in list(self._calls.values()):
@@ -297,6 +246,7 @@ class CallTracker:
         call = _Call(dialog, legs, {})
         for leg in legs.values():
             self._legs[leg.leg_id] = (call, leg)
+        self._correlator.add_call(legs[CALLER_TO_CALLEE].leg_id, legs[CALLEE_TO_CALLER].leg_id)
         self._calls[dialog.call_id] = call
         self.counters["calls_seen"] += 1
         return call
@@ -338,73 +288,14 @@ class CallTracker:
         for key in (rtp_key, rtcp_key):
             if key is None:
                 continue
-            self._claim(self._by_dst, key, recv_leg.leg_id)
-            call.bound_dst.add(key)
-            self._claim(self._by_src, key, send_leg.leg_id)
-            call.bound_src.add(key)
-            if self._orphans:
-                self._adopt_orphans(key, recv_leg.leg_id, send_leg.leg_id)
-
-    def _claim(self, table: _BindingTable, key: int, leg_id: int) -> None:
-        """Bind ``key`` to ``leg_id``. If a leg of another call still in progress holds it (a B2BUA
-        whose two dialogs both name the same direct media), both get the packets: the key then maps
-        to a fan-out group. A call that has ended (BYE, CANCEL, final failure) gives way."""
-        current = table.by_key.get(key)
-        if current is None or current == leg_id:
-            table.bind(key, leg_id)
-            return
-        members = [m for m in self._groups.get(current, [current]) if m != leg_id and self._live(m)]
-        if not members:
-            table.bind(key, leg_id)
-            return
-        group = self._alloc_leg_id()
-        self._groups[group] = [*members, leg_id]
-        table.bind(key, group)
-        self.counters["rtp_endpoint_shared"] += 1
+            self._correlator.claim(key, recv_leg.leg_id, send_leg.leg_id)
+            if self._unclaimed:
+                for leg_id, packets in self._unclaimed.adopt(key, recv_leg.leg_id, send_leg.leg_id):
+                    self._append(np.full(len(packets), leg_id, dtype=np.int64), packets)
 
     def _live(self, leg_id: int) -> bool:
         owner = self._legs.get(leg_id)
         return owner is not None and not owner[0].dialog.terminal
-
-    def _release(self, table: _BindingTable, key: int, leg_id: int) -> None:
-        """Undo :meth:`_claim` for ``leg_id`` (other owners keep the key)."""
-        current = table.by_key.get(key)
-        if current == leg_id:
-            table.unbind(key, leg_id)
-        elif current in self._groups:
-            rest = [m for m in self._groups[current] if m != leg_id]
-            if len(rest) == len(self._groups[current]):
-                return
-            if len(rest) == 1:
-                table.bind(key, rest[0])
-            else:
-                self._groups[current] = rest
-                return
-            del self._groups[current]
-
-    def _fan_out(
-        self,
-        rows: npt.NDArray[np.int64],
-        leg: npt.NDArray[np.int64],
-        is_rtcp: npt.NDArray[np.bool_],
-        src_keys: npt.NDArray[np.uint64],
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.bool_], npt.NDArray[np.uint64]]:
-        """Rows routed to a fan-out group go to its first member; a copy of them is appended for
-        each other member (a leg's packets are put back in arrival order when its call ends)."""
-        extra = []
-        for group, members in self._groups.items():
-            hit = np.flatnonzero(leg == group)
-            if hit.shape[0] == 0:
-                continue
-            leg[hit] = members[0]
-            extra += [(hit, member) for member in members[1:]]
-        if not extra:
-            return rows, leg, is_rtcp, src_keys
-        index = np.concatenate([np.arange(rows.shape[0])] + [hit for hit, _ in extra])
-        legs = np.concatenate(
-            [leg] + [np.full(hit.shape[0], member, dtype=np.int64) for hit, member in extra]
-        )
-        return rows[index], legs, is_rtcp[index], src_keys[index]
 
     # -- media ----------------------------------------------------------------------------------
 
@@ -416,18 +307,18 @@ class CallTracker:
         src_keys: npt.NDArray[np.uint64],
         is_rtcp: npt.NDArray[np.bool_],
     ) -> None:
-        leg = self._resolve(dst_keys, src_keys)
-        miss = leg < 0
+        leg = self._correlator.resolve(dst_keys, src_keys)
+        miss = leg == NO_LEG
         if miss.any():
-            self._keep_orphans(batch, rows[miss], dst_keys[miss], src_keys[miss], is_rtcp[miss])
+            self._keep_unclaimed(batch, rows[miss], dst_keys[miss], src_keys[miss], is_rtcp[miss])
             keep = ~miss
             rows, leg, is_rtcp, src_keys = rows[keep], leg[keep], is_rtcp[keep], src_keys[keep]
-        if self._groups:
-            rows, leg, is_rtcp, src_keys = self._fan_out(rows, leg, is_rtcp, src_keys)
+        index, leg = self._correlator.fan_out(leg)
+        if index.shape[0] != rows.shape[0]:
+            rows, is_rtcp, src_keys = rows[index], is_rtcp[index], src_keys[index]
         if rows.shape[0] == 0:
             return
         ts = batch.ts_ns[rows]
-        np.maximum.at(self._leg_last_ns, leg, ts)
         if is_rtcp.any():
             counts = np.bincount(leg[is_rtcp])
             for leg_id in np.flatnonzero(counts).tolist():
@@ -443,72 +334,17 @@ class CallTracker:
         if not valid.all():
             self.counters["rtp_malformed"] += int((~valid).sum())
             leg, rows, src_keys = leg[valid], rows[valid], src_keys[valid]
-        self.counters["rtp_packets"] += len(packets)
         self._note_sources(batch, rows, leg, src_keys)
+        self._append(leg, packets)
+
+    def _append(self, leg: npt.NDArray[np.int64], packets: RtpPackets) -> None:
+        """Add routed packets to the pending media log."""
+        self.counters["rtp_packets"] += len(packets)
+        np.maximum.at(self._leg_last_ns, leg, packets.ts_ns)
         self._pending.append((leg, packets))
         self._pending_count += len(packets)
 
-    def _resolve(
-        self, dst_keys: npt.NDArray[np.uint64], src_keys: npt.NDArray[np.uint64]
-    ) -> npt.NDArray[np.int64]:
-        """Leg id of each packet, -1 when no call claims it.
-
-        Evidence, strongest first (what SBCs call latching):
-        1. the source is a side's SDP endpoint: phones send from where they receive (RFC 4961);
-        2. the source is a learned peer: where that side's media was seen going, or coming from;
-        3. the destination is a side's SDP endpoint (media from behind NAT, or from a relay);
-        4. the destination is a learned peer.
-        Peers are learned from packets placed by 1 or 3 whose other endpoint is in no SDP; a
-        packet placed by 3 or 4 is looked at again when its segment taught something new.
-        """
-        leg = self._by_src.lookup(src_keys)
-        by_src = leg >= 0
-        if not by_src.all():
-            rest = np.flatnonzero(~by_src)
-            leg[rest] = self._learned_src.lookup(src_keys[rest])
-            rest = rest[leg[rest] < 0]
-            if rest.shape[0]:
-                leg[rest] = self._by_dst.lookup(dst_keys[rest])
-                by_dst = rest[leg[rest] >= 0]
-                rest = rest[leg[rest] < 0]
-                if rest.shape[0]:
-                    leg[rest] = self._learned_dst.lookup(dst_keys[rest])
-                if by_dst.shape[0]:
-                    self._learn(self._learned_dst, src_keys[by_dst], leg[by_dst])
-        sdp_src = np.flatnonzero(by_src)
-        learned = False
-        if sdp_src.shape[0]:
-            unknown_dst = sdp_src[self._by_dst.lookup(dst_keys[sdp_src]) < 0]
-            if unknown_dst.shape[0]:
-                learned = self._learn(self._learned_src, dst_keys[unknown_dst], leg[unknown_dst])
-        if learned:
-            again = np.flatnonzero(~by_src)
-            relearned = self._learned_src.lookup(src_keys[again])
-            hit = relearned >= 0
-            leg[again[hit]] = relearned[hit]
-        return leg
-
-    def _learn(
-        self, table: _BindingTable, peer_keys: npt.NDArray[np.uint64], legs: npt.NDArray[np.int64]
-    ) -> bool:
-        """Bind each new peer endpoint to the reverse of the leg its packet was placed on."""
-        keys, first = np.unique(peer_keys, return_index=True)
-        new = False
-        for key, i in zip(keys.tolist(), first.tolist(), strict=True):
-            if key in table.by_key or key in self._by_src.by_key or key in self._by_dst.by_key:
-                continue
-            owner = self._legs.get(int(legs[i]))
-            if owner is None:
-                continue
-            call, leg = owner
-            reverse = call.legs[CALLEE_TO_CALLER if leg.direction == CALLER_TO_CALLEE else CALLER_TO_CALLEE]
-            table.bind(key, reverse.leg_id)
-            call.learned.append((table, key, reverse.leg_id))
-            self.counters["rtp_peers_learned"] += 1
-            new = True
-        return new
-
-    def _keep_orphans(
+    def _keep_unclaimed(
         self,
         batch: DatagramBatch,
         rows: npt.NDArray[np.int64],
@@ -521,8 +357,7 @@ class CallTracker:
             self.counters["rtcp_unmatched"] += rtcp
             keep = ~is_rtcp
             rows, dst_keys, src_keys = rows[keep], dst_keys[keep], src_keys[keep]
-        now = int(batch.ts_ns[rows[-1]]) if rows.shape[0] else self._now_ns
-        self._expire_orphans(now)
+        self._unclaimed.expire(int(batch.ts_ns[rows[-1]]) if rows.shape[0] else self._now_ns)
         if rows.shape[0] == 0:
             return
         packets, valid = parse_rtp_columns(
@@ -531,40 +366,7 @@ class CallTracker:
         if not valid.all():
             self.counters["rtp_malformed"] += int((~valid).sum())
             dst_keys, src_keys = dst_keys[valid], src_keys[valid]
-        if len(packets):
-            self._orphans.append(
-                _Orphans(dst_keys, src_keys, packets, np.zeros(len(packets), dtype=np.bool_))
-            )
-            self._orphan_count += len(packets)
-
-    def _expire_orphans(self, now_ns: int, everything: bool = False) -> None:
-        window = int(self.config.orphan_window_s * NS)
-        while self._orphans and (
-            everything
-            or self._orphan_count > self.config.orphan_packets
-            or int(self._orphans[0].packets.ts_ns[-1]) < now_ns - window
-        ):
-            old = self._orphans.popleft()
-            self._orphan_count -= len(old.packets)
-            self.counters["rtp_unmatched"] += int((~old.taken).sum())
-
-    def _adopt_orphans(self, key: int, recv_leg: int, send_leg: int) -> None:
-        """Media that arrived shortly before the SDP that binds ``key``: give it to its leg."""
-        k = np.uint64(key)
-        for orphans in self._orphans:
-            to_key = (orphans.dst == k) & ~orphans.taken
-            from_key = (orphans.src == k) & ~orphans.taken & ~to_key
-            for mask, leg_id in ((to_key, recv_leg), (from_key, send_leg)):
-                rows = np.flatnonzero(mask)
-                if rows.shape[0] == 0:
-                    continue
-                orphans.taken[rows] = True
-                packets = orphans.packets.take(rows)
-                self._pending.append((np.full(rows.shape[0], leg_id, dtype=np.int64), packets))
-                self._pending_count += rows.shape[0]
-                np.maximum.at(self._leg_last_ns, np.full(rows.shape[0], leg_id), packets.ts_ns)
-                self.counters["rtp_packets"] += rows.shape[0]
-                self.counters["rtp_adopted_before_sdp"] += rows.shape[0]
+        self._unclaimed.keep(packets, dst_keys, src_keys)
 
     def _note_sources(
         self,
@@ -648,14 +450,8 @@ class CallTracker:
     def _finish(self, call: _Call) -> CapturedCall:
         d = call.dialog
         self._calls.pop(d.call_id, None)
-        for key in call.bound_dst:
-            for leg in call.legs.values():
-                self._release(self._by_dst, key, leg.leg_id)
-        for key in call.bound_src:
-            for leg in call.legs.values():
-                self._release(self._by_src, key, leg.leg_id)
-        for table, key, leg_id in call.learned:
-            table.unbind(key, leg_id)
+        for leg in call.legs.values():
+            self._correlator.release(leg.leg_id)
         legs = {}
         cutoff = None
         if d.terminal and d.ended_ns is not None:

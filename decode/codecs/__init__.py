@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from capture.media import MediaFormat
+from capture.media import STATIC_PAYLOAD_TYPES, MediaFormat
 from decode.codecs.base import AudioDecoder
 from decode.codecs.g711 import ALawDecoder, MuLawDecoder
 
@@ -32,25 +32,8 @@ NON_AUDIO_ENCODINGS = frozenset(
     }
 )
 
-# RFC 3551 table 4: static payload types, used when the SDP that named them was not seen.
-STATIC_FORMATS: dict[int, MediaFormat] = {
-    0: MediaFormat(0, "PCMU", 8000),
-    3: MediaFormat(3, "GSM", 8000),
-    4: MediaFormat(4, "G723", 8000),
-    5: MediaFormat(5, "DVI4", 8000),
-    6: MediaFormat(6, "DVI4", 16000),
-    7: MediaFormat(7, "LPC", 8000),
-    8: MediaFormat(8, "PCMA", 8000),
-    9: MediaFormat(9, "G722", 8000),  # 16 kHz audio on an 8 kHz RTP clock (RFC 3551 4.5.2)
-    10: MediaFormat(10, "L16", 44100, 2),
-    11: MediaFormat(11, "L16", 44100),
-    12: MediaFormat(12, "QCELP", 8000),
-    13: MediaFormat(13, "CN", 8000),
-    15: MediaFormat(15, "G728", 8000),
-    16: MediaFormat(16, "DVI4", 11025),
-    17: MediaFormat(17, "DVI4", 22050),
-    18: MediaFormat(18, "G729", 8000),
-}
+# RFC 3551 static payload types, used when the SDP that named them was not seen.
+STATIC_FORMATS = STATIC_PAYLOAD_TYPES
 
 _REGISTRY: dict[tuple[str, int], DecoderFactory] = {}
 
