@@ -99,8 +99,12 @@ def _looks_like_erf(head: bytes) -> bool:
     writer) and a big-endian record length covering at least the header. A hint, not a parser."""
     seconds = int.from_bytes(head[4:8], "little")
     rlen = int.from_bytes(head[10:12], "big")
-    return (631_152_000 <= seconds <= 4_102_444_800 and 1 <= head[8] & 0x7F <= 48 and head[9] & 0x04 != 0
-            and 16 <= rlen <= 65536 + 64)
+    return (
+        631_152_000 <= seconds <= 4_102_444_800
+        and 1 <= head[8] & 0x7F <= 48
+        and head[9] & 0x04 != 0
+        and 16 <= rlen <= 65536 + 64
+    )
 
 
 @dataclass(slots=True)
@@ -138,6 +142,11 @@ def header_rows(buf: bytearray, end: int, starts: I64, width: int, dtype: str) -
     return rows.view(dtype).astype(np.uint32)
 
 
+_RUN_TRIGGER = 8  # equal record sizes in a row before the walk starts to speculate
+_RUN_FIRST = 32  # records predicted by the first speculation of a run
+_RUN_MAX = 8192
+
+
 class _PcapWalker:
     """Classic pcap: 24-byte file header, then records of header + captured bytes."""
 
@@ -156,21 +165,49 @@ class _PcapWalker:
         self._skip = 24  # the file header, consumed by the first walk
 
     def walk(self, buf: bytearray, end: int, base: int) -> Walk:
+        """Record starts in ``buf[:end]``. Runs of equal-sized records (a G.711 stream is one
+        frame size throughout) are walked by speculation: after :data:`_RUN_TRIGGER` equal sizes
+        in a row, the next ``k`` positions are predicted and their length fields checked in one
+        numpy gather; ``k`` doubles while predictions hold and the walk steps one record at a
+        time again after a miss."""
         pos = self._skip
         self._skip = 0
         hlen = self._hlen
         caplen_at = self._caplen_at
         starts: list[int] = []
         add = starts.append
+        extend = starts.extend
         last = end - hlen
         need = 0
+        same = 0
+        prev = -1
+        k = _RUN_FIRST
+        words: npt.NDArray[np.uint8] | None = None
         while pos <= last:
-            nxt = pos + hlen + caplen_at(buf, pos + 8)[0]
+            caplen = caplen_at(buf, pos + 8)[0]
+            nxt = pos + hlen + caplen
             if nxt > end:
                 need = nxt - pos
                 break
             add(pos)
             pos = nxt
+            same = same + 1 if caplen == prev else 0
+            prev = caplen
+            if same >= _RUN_TRIGGER:
+                if words is None:
+                    words = np.frombuffer(buf, dtype=np.uint8, count=end)
+                step = hlen + caplen
+                fit = min(k, (end - pos) // step)
+                if fit > 1:
+                    predicted = np.arange(pos, pos + fit * step, step, dtype=np.int64)
+                    lengths = row_view(words, 4)[predicted + 8].view(self._dtype)[:, 0]
+                    miss = np.flatnonzero(lengths != caplen)
+                    good = int(miss[0]) if miss.shape[0] else fit
+                    if good:
+                        extend(range(pos, pos + good * step, step))
+                        pos += good * step
+                    k = min(k * 2, _RUN_MAX) if good == fit else _RUN_FIRST
+                    same = 0 if good < fit else same
         else:
             need = hlen if pos < end else 0  # a partial record header, or nothing left
         w = Walk(pos=pos, need=need)
@@ -194,10 +231,13 @@ class _PcapWalker:
         bad = np.flatnonzero(caplens > MAX_CAPLEN)
         if bad.shape[0]:
             i = int(bad[0])
-            w.cut(int(w.offsets[i]), ParseError(
-                f"{self._path}: record at offset {base + int(starts[i])} announces {int(caplens[i])} "
-                f"captured bytes (more than {MAX_CAPLEN}); the file is corrupt",
-            ))
+            w.cut(
+                int(w.offsets[i]),
+                ParseError(
+                    f"{self._path}: record at offset {base + int(starts[i])} announces {int(caplens[i])} "
+                    f"captured bytes (more than {MAX_CAPLEN}); the file is corrupt",
+                ),
+            )
             w.pos = int(starts[i])
             w.need = 0
 

@@ -124,9 +124,9 @@ def parse_rtp_columns(
     if n == 0:
         return RtpPackets.empty(), np.zeros(0, dtype=np.bool_)
     buf = np.frombuffer(buffer, dtype=np.uint8)
-    hdr = _gather_rows(buf, offsets, RTP_HEADER_LEN).astype(np.int64)
-    b0 = hdr[:, 0]
-    b1 = hdr[:, 1]
+    raw = _gather_rows(buf, offsets, RTP_HEADER_LEN)  # (n, 12) uint8, C-contiguous
+    b0 = raw[:, 0].astype(np.int64)
+    b1 = raw[:, 1].astype(np.int64)
     cc = b0 & 0x0F
     head_len = RTP_HEADER_LEN + 4 * cc
     has_ext = (b0 & 0x10) != 0
@@ -147,15 +147,16 @@ def parse_rtp_columns(
     payload_len = lengths - head_len - pad
     valid &= payload_len >= 0
     keep = np.flatnonzero(valid)
-    h = hdr[keep]
+    words16 = raw.view(">u2")  # (n, 6): sequence number in column 1
+    words32 = raw.view(">u4")  # (n, 3): timestamp in column 1, SSRC in column 2
     p_start = (offsets + head_len)[keep]
     p_len = payload_len[keep]
     flat, flat_offsets = gather_payloads(buf, p_start, p_len)
     packets = RtpPackets(
         ts_ns=ts_ns[keep] if ts_ns is not None else np.zeros(keep.shape[0], dtype=np.int64),
-        seq=(h[:, 2] << 8) | h[:, 3],
-        rtp_ts=(h[:, 4] << 24) | (h[:, 5] << 16) | (h[:, 6] << 8) | h[:, 7],
-        ssrc=(h[:, 8] << 24) | (h[:, 9] << 16) | (h[:, 10] << 8) | h[:, 11],
+        seq=words16[keep, 1].astype(np.int64),
+        rtp_ts=words32[keep, 1].astype(np.int64),
+        ssrc=words32[keep, 2].astype(np.int64),
         payload_type=b1[keep] & 0x7F,
         marker=(b1[keep] & 0x80) != 0,
         payload=flat,

@@ -90,7 +90,8 @@ class CallTracker:
         )
         self._pending: list[tuple[npt.NDArray[np.int64], RtpPackets]] = []
         self._pending_count = 0
-        self._leg_last_ns = np.zeros(1024, dtype=np.int64)
+        self._leg_last_ns = np.zeros(1024, dtype=np.int64)  # last media time per leg id
+        self._leg_last_src = np.zeros(1024, dtype=np.uint64)  # last source endpoint key per leg id
         self._next_check_ns: int | None = None
         self._now_ns = 0
 
@@ -255,9 +256,9 @@ class CallTracker:
         leg_id = self._next_leg_id
         self._next_leg_id += 1
         if leg_id >= self._leg_last_ns.shape[0]:
-            grown = np.zeros(self._leg_last_ns.shape[0] * 2, dtype=np.int64)
-            grown[: self._leg_last_ns.shape[0]] = self._leg_last_ns
-            self._leg_last_ns = grown
+            size = self._leg_last_ns.shape[0]
+            self._leg_last_ns = np.concatenate((self._leg_last_ns, np.zeros(size, dtype=np.int64)))
+            self._leg_last_src = np.concatenate((self._leg_last_src, np.zeros(size, dtype=np.uint64)))
         return leg_id
 
     def _bind(self, call: _Call, offer: MediaOffer) -> None:
@@ -375,12 +376,15 @@ class CallTracker:
         leg: npt.NDArray[np.int64],
         src_keys: npt.NDArray[np.uint64],
     ) -> None:
-        """Remember each leg's source endpoints (cheap: only pairs not seen before are resolved)."""
-        pair = (leg.astype(np.uint64) << np.uint64(40)) ^ src_keys
-        uniq, first = np.unique(pair, return_index=True)
-        for i in first.tolist():
+        """Remember each leg's source endpoints. One vector compare against the last source key
+        of each leg; only packets from a source that differs are looked at one by one."""
+        changed = np.flatnonzero(self._leg_last_src[leg] != src_keys)
+        for i in changed.tolist():
             leg_id = int(leg[i])
             key = int(src_keys[i])
+            if int(self._leg_last_src[leg_id]) == key:
+                continue  # a second packet from the same new source in this segment
+            self._leg_last_src[leg_id] = key
             sources = self._legs[leg_id][1].sources
             if key not in sources and len(sources) < 16:
                 r = int(rows[i])

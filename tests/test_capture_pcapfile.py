@@ -604,3 +604,31 @@ def test_gzip_cut_inside_its_header_is_truncated(tmp_path: Path) -> None:
     path = write(tmp_path, "h.pcap.gz", gzip.compress(pcap([(0, frame(1))]))[:12])
     with pytest.raises(Truncated, match=r"h.pcap.gz: compressed stream ends after \d bytes"):
         open_capture(path)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    runs=st.lists(
+        st.tuples(st.integers(min_value=0, max_value=300), st.integers(min_value=1, max_value=120)),
+        min_size=1,
+        max_size=12,
+    ),
+    batch_bytes=st.sampled_from([64, 1000, 4096, 1 << 20]),
+)
+def test_speculative_walk_finds_every_record_of_runs(tmp_path_factory, runs, batch_bytes) -> None:
+    """Runs of equal-sized records (walked by speculation) interrupted by other sizes."""
+    sizes = [size for size, count in runs for _ in range(count)]
+    path = tmp_path_factory.mktemp("runs") / "runs.pcap"
+    body = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    for i, size in enumerate(sizes):
+        body += struct.pack("<IIII", i, 7, size, size) + bytes([i % 251]) * size
+    path.write_bytes(bytes(body))
+    got_sizes, got_ts, got_first = [], [], []
+    for batch in read_batches(path, batch_bytes=batch_bytes):
+        got_sizes += batch.caplens.tolist()
+        got_ts += batch.ts_ns.tolist()
+        pairs = zip(batch.offsets.tolist(), batch.caplens.tolist(), strict=True)
+        got_first += [batch.buffer[o] if c else None for o, c in pairs]
+    assert got_sizes == sizes
+    assert got_ts == [i * 1_000_000_000 + 7_000 for i in range(len(sizes))]
+    assert got_first == [(i % 251) if size else None for i, size in enumerate(sizes)]
