@@ -174,9 +174,10 @@ class CallDialog:
         self.end_reason = reason
         self.finish_at_ns = ts_ns + linger_ns
 
-    def expire(self, ts_ns: int, reason: str) -> None:
-        """End a call that timed out (no final response, or no activity while answered)."""
-        if self.state in (CallState.SETUP, CallState.EARLY):
+    def expire(self, ts_ns: int, reason: str, *, failed: bool = True) -> None:
+        """End a call without a final word from SIP: a timeout (an unanswered call then failed),
+        or the end of the input (``failed=False``: the state stays what was last seen)."""
+        if failed and self.state in (CallState.SETUP, CallState.EARLY):
             self.state = CallState.FAILED
         self.ended_ns = ts_ns
         self.end_reason = reason

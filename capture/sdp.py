@@ -134,7 +134,41 @@ def _from_rtpmap(pt: int, text: str, fmtp: str) -> MediaFormat | None:
     if not clock:
         return None
     channels = _small_int(parts[2], 255) if len(parts) > 2 else 1
-    return MediaFormat(pt, parts[0].strip(), clock, channels or 1, fmtp)
+    return MediaFormat(pt, canonical_encoding(parts[0].strip()), clock, channels or 1, fmtp)
+
+
+# Encoding names are case-insensitive (RFC 8866 6.6); these are shown in their registered spelling.
+_SPELLING = {
+    name.upper(): name
+    for name in (
+        *(f.encoding for f in STATIC_PAYLOAD_TYPES.values()),
+        "opus",
+        "telephone-event",
+        "speex",
+        "iLBC",
+        "AMR",
+        "AMR-WB",
+        "G7221",
+        "G726-16",
+        "G726-24",
+        "G726-32",
+        "G726-40",
+        "red",
+        "ulpfec",
+        "rtx",
+        "t140",
+        "EVS",
+        "SILK",
+        "CLEARMODE",
+        "H264",
+        "VP8",
+    )
+}
+
+
+def canonical_encoding(name: str) -> str:
+    """``pcma`` -> ``PCMA``, ``OPUS`` -> ``opus``; names not listed are kept as written."""
+    return _SPELLING.get(name.upper(), name)
 
 
 def _connection(value: str) -> str | None:

@@ -186,9 +186,9 @@ class CallTracker:
             if not d.terminal:
                 last = max(d.last_sip_ns, self._last_media_ns(call))
                 if d.state in (CallState.SETUP, CallState.EARLY):
-                    d.expire(last, "end of capture before a final response")
+                    d.expire(last, "end of capture before a final response", failed=False)
                 else:
-                    d.expire(last, "end of capture before BYE")
+                    d.expire(last, "end of capture before BYE", failed=False)
             finished.append(self._finish(call))
         return finished
 

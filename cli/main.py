@@ -128,7 +128,13 @@ def _summary(report: ImportReport) -> str:
 
 @cli.group()
 def calls() -> None:
-    """Search, inspect and export recorded calls."""
+    """Search, inspect and export recorded calls.
+
+    \b
+    Example:
+      callrec calls list --since 2026-11-28 --state completed
+      callrec calls export 42 --out call-42.wav
+    """
 
 
 @calls.command("list")

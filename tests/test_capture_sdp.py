@@ -101,10 +101,11 @@ def test_real_offer_with_mixed_case_direction() -> None:
     assert audio.attributes[-1] == ("SendRecv", None)
 
 
-def test_real_answer_keeps_encoding_names_as_written() -> None:
+def test_real_answer_encoding_names_in_registered_spelling() -> None:
     [audio] = parse_sdp(real_sdp("g711-200-ok.sip")).audio()
     formats = audio.formats_by_pt()
-    assert formats[8] == MediaFormat(8, "pcma", 8000)
+    assert formats[8] == MediaFormat(8, "PCMA", 8000)  # written "pcma/8000"
+    assert audio.rtpmap[8] == "pcma/8000"  # the attribute itself is kept as written
     assert formats[98] == MediaFormat(98, "iLBC", 8000)
     assert formats[101] == MediaFormat(101, "telephone-event", 8000, 1, "0-15")
     assert audio.fmtp == {101: "0-15"} and audio.rtpmap[97] == "speex/8000"
@@ -492,3 +493,12 @@ def test_round_trip_of_generated_bodies(
         assert media.formats_by_pt() == want["by_pt"]
         assert media.is_encrypted == want["encrypted"]
         assert media.is_disabled == (want["port"] == 0)
+
+
+def test_encoding_names_are_shown_in_their_registered_spelling() -> None:
+    sdp = parse_sdp(
+        b"v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 8 96 97\r\n"
+        b"a=rtpmap:8 pcma/8000\r\na=rtpmap:96 OPUS/48000/2\r\na=rtpmap:97 X-Custom/8000\r\n"
+    )
+    formats = sdp.media[0].formats_by_pt()
+    assert [formats[pt].encoding for pt in (8, 96, 97)] == ["PCMA", "opus", "X-Custom"]

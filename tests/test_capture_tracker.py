@@ -329,3 +329,15 @@ def test_media_long_after_bye_is_not_the_calls() -> None:
     tracker, calls = _run(rows)
     assert calls[0].legs[CALLER_TO_CALLEE].packets.seq.tolist() == [0, 1, 2, 3, 4]
     assert tracker.counters["rtp_after_call_end"] == 1
+
+
+def test_a_call_still_ringing_at_the_end_of_the_capture_keeps_its_state() -> None:
+    _, calls = _run(_setup())
+    assert calls[0].state == CallState.EARLY
+    assert calls[0].end_reason == "end of capture before a final response"
+
+
+def test_a_call_ringing_past_the_setup_timeout_failed() -> None:
+    rows = _setup() + [(200 * S, "192.0.2.1", 1, "192.0.2.2", 2, b"\x00" * 20)]
+    _, calls = _run(rows, TrackerConfig(setup_timeout_s=180))
+    assert calls[0].state == CallState.FAILED and calls[0].end_reason.startswith("timeout")

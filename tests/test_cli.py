@@ -194,6 +194,6 @@ def test_bad_arguments_say_what_is_wrong(home: Path) -> None:
 
 
 def test_every_command_help_has_an_example() -> None:
-    for args in (["import"], ["calls", "list"], ["calls", "show"], ["calls", "export"], []):
+    for args in (["import"], ["calls"], ["calls", "list"], ["calls", "show"], ["calls", "export"], []):
         result = CliRunner().invoke(cli, [*args, "--help"])
         assert result.exit_code == 0 and "Example:" in result.output, args
