@@ -114,18 +114,44 @@ def test_open_reports_unwritable_directory(tmp_path: Path, monkeypatch: pytest.M
         Home(tmp_path).open(create=False)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def _check_permission_errors(locked: Path) -> None:
+    with pytest.raises(StoreError, match="permission denied"):
+        Home(locked / "home").open(create=True)
+    with pytest.raises(StoreError, match="cannot write to"):
+        Home(locked).open(create=True)
+
+
 def test_open_reports_real_permission_problems(tmp_path: Path) -> None:
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    os.chmod(locked, 0o500)
-    try:
-        with pytest.raises(StoreError, match="permission denied"):
-            Home(locked / "home").open(create=True)
-        with pytest.raises(StoreError, match="cannot write to"):
-            Home(locked).open(create=True)
-    finally:
-        os.chmod(locked, 0o700)
+    """A directory the user may not write to. As root (CI) the check runs in a child process that
+    has dropped to the unprivileged user ``nobody``, since root may write anywhere."""
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        os.chmod(locked, 0o500)
+        try:
+            _check_permission_errors(locked)
+        finally:
+            os.chmod(locked, 0o700)
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir="/tmp") as top:
+        os.chmod(top, 0o755)  # nobody may look inside but not write
+        locked = Path(top) / "locked"
+        locked.mkdir(mode=0o755)
+        pid = os.fork()
+        if pid == 0:  # child: drop privileges, run the checks, report by exit code
+            code = 1
+            try:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+                _check_permission_errors(locked)
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "permission errors not reported as nobody"
 
 
 def test_recording_name_is_laid_out_by_utc_date() -> None:
