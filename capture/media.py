@@ -206,3 +206,45 @@ class LegSpool:
             np.concatenate([c.payload_offsets + s for c, s in zip(self.chunks, shifts, strict=True)]),
             np.concatenate([c.payload_lengths for c in self.chunks]),
         )
+
+
+class MediaLog:
+    """Routed packets not yet filed per leg: appended per segment with a leg-id column, and split
+    into per-leg pieces rarely (one join and one sort for everything pending), so that per-leg
+    overhead is paid per split, not per segment or batch."""
+
+    def __init__(self) -> None:
+        self._chunks: list[tuple[I64, RtpPackets]] = []
+        self.count = 0
+
+    def append(self, legs: I64, packets: RtpPackets) -> None:
+        self._chunks.append((legs, packets))
+        self.count += len(packets)
+
+    def split(self) -> list[tuple[int, RtpPackets]]:
+        """Everything pending as ``(leg id, packets in arrival order)``, one piece per leg; empties
+        the log."""
+        if not self._chunks:
+            return []
+        legs = np.concatenate([leg for leg, _ in self._chunks])
+        joined = LegSpool()
+        for _, packets in self._chunks:
+            joined.append(packets)
+        packets = joined.join()
+        self._chunks.clear()
+        self.count = 0
+        order = np.argsort(legs, kind="stable")
+        sorted_legs = legs[order]
+        bounds = np.flatnonzero(sorted_legs[1:] != sorted_legs[:-1]) + 1
+        starts = np.concatenate(([0], bounds)).tolist()
+        ends = np.concatenate((bounds, [sorted_legs.shape[0]])).tolist()
+        return [(int(sorted_legs[s]), packets.take(order[s:e])) for s, e in zip(starts, ends, strict=True)]
+
+    def take(self, leg_id: int) -> list[RtpPackets]:
+        """Copies of one leg's pending packets (the log keeps its rows until the next split)."""
+        out = []
+        for legs, packets in self._chunks:
+            rows = np.flatnonzero(legs == leg_id)
+            if rows.shape[0]:
+                out.append(packets.take(rows))
+        return out

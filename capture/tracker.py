@@ -34,7 +34,7 @@ from capture.correlate import NO_LEG, Correlator, Unclaimed
 from capture.dialog import CALLER, CallDialog, MediaOffer
 from capture.errors import ParseError
 from capture.gather import row_view
-from capture.media import STATIC_PAYLOAD_TYPES, LegSpool, MediaFormat, RtpPackets
+from capture.media import STATIC_PAYLOAD_TYPES, LegSpool, MediaFormat, MediaLog, RtpPackets
 from capture.packets import DatagramBatch, address_text, endpoint_key, endpoint_keys
 from capture.rtp import RTCP_TYPE_MAX, RTCP_TYPE_MIN, parse_rtp_columns
 from capture.sip import SipMessage, looks_like_sip, parse_message
@@ -88,8 +88,7 @@ class CallTracker:
         self._unclaimed = Unclaimed(
             self.counters, int(self.config.orphan_window_s * NS), self.config.orphan_packets
         )
-        self._pending: list[tuple[npt.NDArray[np.int64], RtpPackets]] = []
-        self._pending_count = 0
+        self._pending = MediaLog()
         self._leg_last_ns = np.zeros(1024, dtype=np.int64)  # last media time per leg id
         self._leg_last_src = np.zeros(1024, dtype=np.uint64)  # last source endpoint key per leg id
         self._next_check_ns: int | None = None
@@ -146,7 +145,7 @@ class CallTracker:
         self._now_ns = max(self._now_ns, now)
         if self._next_check_ns is None or now >= self._next_check_ns:
             finished.extend(self._check_timeouts(now))
-        if self._pending_count > self.config.pending_packets:
+        if self._pending.count > self.config.pending_packets:
             self._split_pending()
         return finished
 
@@ -342,8 +341,7 @@ class CallTracker:
         """Add routed packets to the pending media log."""
         self.counters["rtp_packets"] += len(packets)
         np.maximum.at(self._leg_last_ns, leg, packets.ts_ns)
-        self._pending.append((leg, packets))
-        self._pending_count += len(packets)
+        self._pending.append(leg, packets)
 
     def _keep_unclaimed(
         self,
@@ -391,30 +389,11 @@ class CallTracker:
                 sources[key] = Endpoint(address_text(batch.src_addr[r].tobytes()), int(batch.src_port[r]))
 
     def _split_pending(self) -> None:
-        """Move the pending media log into per-leg spools: one join, one sort, one take per leg."""
-        if not self._pending:
-            return
-        legs = np.concatenate([leg for leg, _ in self._pending])
-        packets = _join_packets([p for _, p in self._pending])
-        self._pending.clear()
-        self._pending_count = 0
-        order = np.argsort(legs, kind="stable")
-        sorted_legs = legs[order]
-        bounds = np.flatnonzero(sorted_legs[1:] != sorted_legs[:-1]) + 1
-        starts = np.concatenate(([0], bounds)).tolist()
-        ends = np.concatenate((bounds, [sorted_legs.shape[0]])).tolist()
-        for s, e in zip(starts, ends, strict=True):
-            owner = self._legs.get(int(sorted_legs[s]))
+        """File the pending media log into the legs' spools (rows of ended legs are dropped)."""
+        for leg_id, packets in self._pending.split():
+            owner = self._legs.get(leg_id)
             if owner is not None:
-                owner[1].spool.append(packets.take(order[s:e]))
-
-    def _take_pending(self, leg_id: int) -> list[RtpPackets]:
-        out = []
-        for leg, packets in self._pending:
-            sel = np.flatnonzero(leg == leg_id)
-            if sel.shape[0]:
-                out.append(packets.take(sel))
-        return out
+                owner[1].spool.append(packets)
 
     def _last_media_ns(self, call: _Call) -> int:
         return max(int(self._leg_last_ns[leg.leg_id]) for leg in call.legs.values())
@@ -461,7 +440,7 @@ class CallTracker:
         if d.terminal and d.ended_ns is not None:
             cutoff = d.ended_ns + int(self.config.after_end_grace_s * NS)
         for direction, leg in call.legs.items():
-            for chunk in self._take_pending(leg.leg_id):
+            for chunk in self._pending.take(leg.leg_id):
                 leg.spool.append(chunk)
             packets = leg.spool.packets()
             if cutoff is not None and len(packets) and int(packets.ts_ns[-1]) > cutoff:
@@ -505,10 +484,3 @@ class CallTracker:
             events=tuple(d.events),
             sip_headers=d.headers,
         )
-
-
-def _join_packets(chunks: list[RtpPackets]) -> RtpPackets:
-    spool = LegSpool()
-    for chunk in chunks:
-        spool.append(chunk)
-    return spool.join()

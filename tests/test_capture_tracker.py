@@ -341,3 +341,23 @@ def test_a_call_ringing_past_the_setup_timeout_failed() -> None:
     rows = _setup() + [(200 * S, "192.0.2.1", 1, "192.0.2.2", 2, b"\x00" * 20)]
     _, calls = _run(rows, TrackerConfig(setup_timeout_s=180))
     assert calls[0].state == CallState.FAILED and calls[0].end_reason.startswith("timeout")
+
+
+def test_media_log_splits_per_leg_in_arrival_order() -> None:
+    from capture.media import MediaLog, RtpPackets
+
+    def chunk(seqs: list[int]) -> RtpPackets:
+        n = len(seqs)
+        z = np.array(seqs, dtype=np.int64)
+        payload = np.repeat(z.astype(np.uint8), 4)
+        return RtpPackets(z, z, z, z, z, np.zeros(n, bool), payload, np.arange(n) * 4, np.full(n, 4))
+
+    log = MediaLog()
+    log.append(np.array([1, 2, 1]), chunk([10, 20, 11]))
+    log.append(np.array([2, 1]), chunk([21, 12]))
+    assert log.count == 5
+    assert [p.seq.tolist() for p in log.take(1)] == [[10, 11], [12]]
+    pieces = dict(log.split())
+    assert pieces[1].seq.tolist() == [10, 11, 12] and pieces[2].seq.tolist() == [20, 21]
+    assert pieces[2].payload_bytes(1) == bytes([21]) * 4
+    assert log.count == 0 and log.split() == []
