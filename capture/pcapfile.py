@@ -273,6 +273,14 @@ class CaptureReader:
             self.close()
             raise
 
+    @property
+    def position(self) -> int:
+        """Bytes of the file on disk read so far (compressed bytes for a gzip file): for progress."""
+        try:
+            return int(self._raw.tell())
+        except (OSError, ValueError):  # closed
+            return 0
+
     # -- opening ---------------------------------------------------------------------------
 
     def _open(self) -> Walker:

@@ -117,6 +117,8 @@ def _summary(report: ImportReport) -> str:
     ]
     for reason, count in sorted(report.not_recorded.items()):
         lines.append(f"  not recorded: {count} ({reason})")
+    for warning in report.warnings:
+        lines.append(f"  warning: {warning}")
     if report.skipped_packets:
         skipped = ", ".join(f"{k} {v}" for k, v in sorted(report.skipped_packets.items()))
         lines.append(f"  packets skipped: {skipped}")

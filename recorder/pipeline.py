@@ -16,7 +16,7 @@ from pathlib import Path
 
 from capture.calls import CapturedCall
 from capture.frames import FrameDecoder
-from capture.pcapfile import open_capture, read_batches
+from capture.pcapfile import open_capture
 from capture.tracker import CallTracker, TrackerConfig
 from decode.render import RenderedCall, render_call
 from decode.wav import wav_chunks
@@ -42,6 +42,7 @@ class ImportReport:
     not_recorded: collections.Counter[str] = field(default_factory=collections.Counter)
     failed: int = 0
     skipped_packets: collections.Counter[str] = field(default_factory=collections.Counter)
+    warnings: list[str] = field(default_factory=list)  # e.g. a capture cut in the middle of a record
     counters: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
@@ -103,12 +104,17 @@ class _Importer:
         frames = FrameDecoder()
         tracker = CallTracker(self.tracker_config)
         source = path.name
-        for batch in read_batches(path):
-            self.report.packets += len(batch)
-            for call in tracker.feed(frames.decode(batch)):
-                self._save(call, source)
-            if progress is not None:
-                progress(int(batch.caplens.sum()) + 16 * len(batch))
+        done = 0
+        with open_capture(path) as reader:
+            for batch in reader.batches():
+                self.report.packets += len(batch)
+                for call in tracker.feed(frames.decode(batch)):
+                    self._save(call, source)
+                if progress is not None:
+                    position = reader.position
+                    progress(position - done)
+                    done = position
+        self.report.warnings += reader.warnings
         for call in tracker.flush():
             self._save(call, source)
         frames.finish()

@@ -197,3 +197,12 @@ def test_every_command_help_has_an_example() -> None:
     for args in (["import"], ["calls"], ["calls", "list"], ["calls", "show"], ["calls", "export"], []):
         result = CliRunner().invoke(cli, [*args, "--help"])
         assert result.exit_code == 0 and "Example:" in result.output, args
+
+
+def test_a_capture_cut_mid_record_is_imported_with_a_warning(tmp_path: Path, home: Path) -> None:
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(BASIC.read_bytes()[:50_000])
+    result = run(home, "import", str(cut))
+    assert result.exit_code == 0
+    assert "1 call(s) found, 1 recorded" in result.stdout
+    assert "warning: " in result.stdout and "cut.pcap" in result.stdout
