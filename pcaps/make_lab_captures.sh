@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Re-make the lab captures of pcaps/lab/ and the lab call of pcaps/demo/ with real softphones.
 #
-#   sudo bash pcaps/make_lab_captures.sh            # all three calls (about 1.5 minutes)
+#   sudo bash pcaps/make_lab_captures.sh              # everything (about 4.5 minutes)
+#   sudo bash pcaps/make_lab_captures.sh g711         # only the G.711 calls + the demo call (1.5 min)
+#   sudo bash pcaps/make_lab_captures.sh codecs       # only the codec set of lab/codecs/ (3 min)
 #   LAB_DIR=/path/to/shared/lab sudo -E bash pcaps/make_lab_captures.sh
+#   KEEP_WORK=1 sudo -E bash pcaps/make_lab_captures.sh codecs   # keep the lab's full output
 #
 # Uses ../shared/lab/call.sh (two baresip user agents in network namespaces, a SPAN mirror,
 # espeak-ng speech; see ../shared/lab/README.md): needs root and the lab's Debian packages
@@ -13,7 +16,14 @@
 #   lab/NAME/A_sent.wav        what the caller fed its encoder  (ground truth, left channel)
 #   lab/NAME/B_sent.wav        what the callee fed its encoder  (ground truth, right channel)
 #   demo/01-lab-call-pcma-8s.pcap
-# Then every capture is checked with the lab's verify.py (tshark: SIP flow, RTP both ways, audio).
+#   lab/codecs/NAME.pcap, NAME.json, NAME/A_sent.wav, NAME/B_sent.wav, and SHA256SUMS of them all
+#                              the same for the other codecs baresip offers (G.722, Opus, GSM,
+#                              G.726-32, AMR, AMR-WB, L16), Opus with 5 % loss, PCMU with DTMF
+#                              (tests/test_lab_codecs.py; a folder of their own, because
+#                              tests/test_lab_calls.py and test_tshark_crosscheck.py take every
+#                              lab/*.json and hold it to G.711 thresholds)
+# Then every capture is checked with the lab's verify.py (tshark: SIP flow, RTP both ways, audio,
+# and the scenario checks: the impairer's drops and the DTMF digits on the wire).
 #
 # Real calls are not byte-reproducible (Call-IDs, SSRCs, ports and timings change on every run);
 # the tests take everything they compare from NAME.json, so re-made captures pass the same tests.
@@ -25,34 +35,73 @@ CALL_SECONDS=12
 DEMO_SECONDS=8
 
 die() { echo "make_lab_captures.sh: $*" >&2; exit 1; }
+SETS=("$@")
+[ ${#SETS[@]} -gt 0 ] || SETS=(g711 codecs)
+for s in "${SETS[@]}"; do
+    case "$s" in g711|codecs) ;; *) die "unknown set '$s' (g711, codecs)" ;; esac
+done
+want() { local s; for s in "${SETS[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 [ "$(id -u)" = 0 ] || die "run as root (the lab builds network namespaces)"
 [ -x "$LAB_DIR/call.sh" ] || [ -f "$LAB_DIR/call.sh" ] || die "no lab at $LAB_DIR (set LAB_DIR)"
 for tool in baresip tcpdump tshark espeak-ng sox; do
     command -v "$tool" >/dev/null || die "$tool is missing: bash $LAB_DIR/install.sh"
 done
+# the namespaces have fixed names: one lab call per machine at a time
+if ip netns list 2>/dev/null | awk '{print $1}' | grep -qxE 'uaA|uaB|sw|tap'; then
+    die "a lab is already up (ip netns list): another lab run in progress? (its netns-down.sh removes it)"
+fi
 
 WORK=$(mktemp -d /tmp/callrec-lab.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
+if [ "${KEEP_WORK:-0}" = 1 ]; then
+    trap 'echo "the lab output (received WAVs, logs, impairer ground truth) is kept in $WORK"' EXIT
+else
+    trap 'rm -rf "$WORK"' EXIT
+fi
 
-call() {  # CODEC SECONDS NAME
-    echo "== $3: $1 call, $2 s"
-    LAB_OUT="$WORK" bash "$LAB_DIR/call.sh" "$1" "$2" "$3"
-    python3 "$LAB_DIR/verify.py" "$WORK/$3.pcap"
+call() {  # CODEC SECONDS NAME [VAR=value ...]  (call.sh's scenario options, e.g. IMPAIR=loss=5%)
+    local codec=$1 seconds=$2 name=$3
+    shift 3
+    echo "== $name: $codec call, $seconds s${*:+ ($*)}"
+    env LAB_OUT="$WORK" "$@" bash "$LAB_DIR/call.sh" "$codec" "$seconds" "$name"
+    python3 "$LAB_DIR/verify.py" "$WORK/$name.pcap"
 }
 
-keep_lab() {  # NAME
-    mkdir -p "$HERE/lab/$1"
-    install -m 0644 "$WORK/$1.pcap" "$WORK/$1.json" "$HERE/lab/"
-    install -m 0644 "$WORK/$1/A_sent.wav" "$WORK/$1/B_sent.wav" "$HERE/lab/$1/"
+keep_lab() {  # NAME [SUBDIR of lab/]
+    local dest=$HERE/lab${2:+/$2}
+    mkdir -p "$dest/$1"
+    install -m 0644 "$WORK/$1.pcap" "$WORK/$1.json" "$dest/"
+    install -m 0644 "$WORK/$1/A_sent.wav" "$WORK/$1/B_sent.wav" "$dest/$1/"
 }
 
-call PCMU "$CALL_SECONDS" lab_pcmu_12s
-keep_lab lab_pcmu_12s
-call PCMA "$CALL_SECONDS" lab_pcma_12s
-keep_lab lab_pcma_12s
-call PCMA "$DEMO_SECONDS" demo_pcma_8s
-mkdir -p "$HERE/demo"
-install -m 0644 "$WORK/demo_pcma_8s.pcap" "$HERE/demo/01-lab-call-pcma-8s.pcap"
+if want g711; then
+    call PCMU "$CALL_SECONDS" lab_pcmu_12s
+    keep_lab lab_pcmu_12s
+    call PCMA "$CALL_SECONDS" lab_pcma_12s
+    keep_lab lab_pcma_12s
+    call PCMA "$DEMO_SECONDS" demo_pcma_8s
+    mkdir -p "$HERE/demo"
+    install -m 0644 "$WORK/demo_pcma_8s.pcap" "$HERE/demo/01-lab-call-pcma-8s.pcap"
+fi
+
+if want codecs; then
+    # one call per codec, as negotiated: G722/8000 (16 kHz audio), opus/48000/2 (mono, 32 kbit/s),
+    # GSM/8000, G726-32/8000, AMR/8000, AMR-WB/16000, L16/16000
+    for codec in G722 opus GSM G726-32 AMR AMR-WB L16; do
+        name="lab_$(echo "$codec" | tr 'A-Z-' 'a-z_')_${CALL_SECONDS}s"
+        call "$codec" "$CALL_SECONDS" "$name"
+        keep_lab "$name" codecs
+    done
+    # Opus with 5 % loss on the caller's uplink (A->B only: every frame A sends, SIP included, is
+    # dropped with probability 0.05 by impair.py, seed 1; NAME.json lists the dropped sequence numbers)
+    call opus "$CALL_SECONDS" lab_opus_loss5_12s IMPAIR=loss=5% IMPAIR_SEED=1
+    keep_lab lab_opus_loss5_12s codecs
+    # PCMU with RFC 4733 digits during speech: the caller sends 1234 at +3 s and *# at +7 s,
+    # the callee 9 at +9 s (baresip "sndcode")
+    call PCMU "$CALL_SECONDS" lab_dtmf_pcmu_12s DTMF=3:1234,7:*# "ACTIONS=9=B:sndcode 9"
+    keep_lab lab_dtmf_pcmu_12s codecs
+    (cd "$HERE/lab/codecs" && sha256sum -- *.pcap *.json */*.wav >SHA256SUMS)
+fi
 
 echo "== done:"
-ls -l "$HERE/lab" "$HERE/lab"/*/ "$HERE/demo/01-lab-call-pcma-8s.pcap"
+if want g711; then ls -l "$HERE/lab"/*.pcap "$HERE/lab"/*.json "$HERE/lab"/lab_*/ "$HERE/demo/01-lab-call-pcma-8s.pcap"; fi
+if want codecs; then ls -l "$HERE/lab/codecs" "$HERE/lab/codecs"/*/; fi
