@@ -357,6 +357,11 @@ class CaptureReader:
         try:
             while True:
                 self._fill()
+                if self._end == 0 and self._eof:
+                    # the previous fill ended exactly at the end of the file: nothing is left
+                    if self._pending is not None:
+                        raise self._pending
+                    return
                 w = self._walker.walk(self._buf, self._end, self._base)
                 n = int(w.offsets.shape[0])
                 if n:

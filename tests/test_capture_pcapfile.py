@@ -632,3 +632,16 @@ def test_speculative_walk_finds_every_record_of_runs(tmp_path_factory, runs, bat
     assert got_sizes == sizes
     assert got_ts == [i * 1_000_000_000 + 7_000 for i in range(len(sizes))]
     assert got_first == [(i % 251) if size else None for i, size in enumerate(sizes)]
+
+
+def test_a_file_exactly_the_size_of_the_buffer_ends_cleanly(tmp_path: Path) -> None:
+    """Found by the property above: 256 bytes in a 256-byte buffer; EOF only shows on the next read."""
+    body = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    body += struct.pack("<IIII", 0, 7, 0, 0)
+    for i in range(3):
+        body += struct.pack("<IIII", i + 1, 7, 56, 56) + bytes(56)
+    assert len(body) == 256
+    path = tmp_path / "exact.pcap"
+    path.write_bytes(bytes(body))
+    sizes = [c for b in read_batches(path, batch_bytes=64) for c in b.caplens.tolist()]
+    assert sizes == [0, 56, 56, 56]
