@@ -26,6 +26,7 @@ LEG_FIELDS = (
     "jitter_mean_ms",
     "jitter_max_ms",
     "rtcp_packets",
+    "mos",
 )
 CALL_FIELDS = (
     "id",
@@ -183,7 +184,8 @@ def call_text(call: dict[str, Any]) -> str:
     for leg in call.get("legs", []):
         out.append(
             f"  {leg['direction']:<15} {leg.get('codec') or '-':<8} packets {leg.get('packets')}  "
-            f"lost {leg.get('lost')}  ssrc {leg.get('ssrc') or '-'}  "
+            f"lost {leg.get('lost')}  mos {leg.get('mos') if leg.get('mos') is not None else '-'}  "
+            f"ssrc {leg.get('ssrc') or '-'}  "
             f"{leg.get('src') or '?'} -> {leg.get('dst') or '?'}"
         )
     if call.get("events"):

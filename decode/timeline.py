@@ -27,8 +27,10 @@ through a robust fit of ``offset = arrival_ns - ext_ts * 1e9 / clock``:
   becomes a stretch of its own, placed by its arrival instead of hours away.
 
 Non-audio packets (RFC 4733 events, comfort noise, FEC) are dropped before any of this, so
-they never move the timeline; gaps (loss, hold, silence suppression) stay zeros of the
-right length; where packets overlap the later ``ext_seq`` wins.
+they never move the timeline; each stretch's anchor is kept (``LegTimeline.anchors``) to place
+events and comfort noise on the audio's clock (``decode.events``, ``decode.render``). Gaps (loss,
+hold, silence suppression) stay zeros of the right length; where packets overlap the later
+``ext_seq`` wins.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ from capture.media import RtpPackets
 from capture.serial import seq_diff, unwrap_seq, unwrap_ts
 from decode.codecs import decoder_for, format_for, is_audio_format
 from decode.codecs.base import AudioDecoder
+from decode.events import Anchor
+from decode.quality import rfc3550_jitter as _rfc3550_jitter
 from decode.resample import resample
 
 I16 = npt.NDArray[np.int16]
@@ -66,7 +70,6 @@ DRIFT_MIN_WINDOW_PACKETS = 10
 DRIFT_CONGESTED_NS = 1_000_000  # a window minimum this far above the median residual is rejected
 DRIFT_MAX = 500e-6
 DRIFT_STEP_NS = 2_000_000
-_JITTER_BLOCK = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,9 @@ class LegStats:
     filtered: dict[str, int] = field(default_factory=dict)
     segments: int = 0
     reanchors: int = 0
+    decode_errors: int = 0  # packets the codec could not decode (silence of their length instead)
+    concealed: int = 0  # losses filled by the decoder (Opus: FEC repair or concealment)
+    repaired: int = 0  # of those, rebuilt from the next packet's in-band FEC
     drift_ppm: float = 0.0  # sender's clock against the capture's (longest stretch): > 0 runs fast
     drift_steps: int = 0
     first_media_ns: int | None = None
@@ -168,6 +174,7 @@ class LegTimeline:
     direction: str
     blocks: tuple[PlacedBlock, ...]
     stats: LegStats
+    anchors: tuple[Anchor, ...] = ()  # each stretch's place on the capture clock
 
     @property
     def sample_rates(self) -> set[int]:
@@ -202,7 +209,8 @@ def analyse_leg(leg: CapturedLeg | None, direction: str = "") -> LegTimeline:
         _account(packets.seq[seg_index], acc)
     for seg_index in _segments(audio, clock):
         _analyse_segment(audio.select(seg_index), int(clock[seg_index[0]]), leg, acc)
-    return LegTimeline(direction or leg.direction, tuple(acc.blocks), acc.stats(len(packets), filtered))
+    stats = acc.stats(len(packets), filtered)
+    return LegTimeline(direction or leg.direction, tuple(acc.blocks), stats, tuple(acc.anchors))
 
 
 def _audio_packets(leg: CapturedLeg) -> tuple[npt.NDArray[np.bool_], I64, dict[str, int]]:
@@ -276,6 +284,7 @@ class _Accumulator:
     codecs: list[str] = field(default_factory=list)
     jitter: list[F64] = field(default_factory=list)
     drift: tuple[int, float] = (0, 0.0)  # (packets, slope) of the longest stretch
+    anchors: list[Anchor] = field(default_factory=list)
 
     def stats(self, packets: int, filtered: dict[str, int]) -> LegStats:
         c = self.counts
@@ -299,7 +308,8 @@ class _Accumulator:
             lost=c["expected"] - c["received"], duplicates=c["duplicates"], late=c["late"],
             ssrcs=tuple(self.ssrcs), codecs=tuple(self.codecs), filtered=filtered,
             segments=c["segments"], reanchors=c["reanchors"], drift_ppm=round(-self.drift[1] * 1e6, 3),
-            drift_steps=c["drift_steps"], **media,
+            drift_steps=c["drift_steps"], decode_errors=c["decode_errors"], concealed=c["concealed"],
+            repaired=c["repaired"], **media,
         )
 
 
@@ -369,6 +379,7 @@ def _analyse_segment(seg: RtpPackets, clock_hz: int, leg: CapturedLeg, acc: _Acc
         origin[part] = arr0 + np.rint(intercept + steps * DRIFT_STEP_NS).astype(np.int64)
         ticks[part] = ts - ts0
         acc.counts.update(drift_steps=int(steps.max() - steps.min()))
+        acc.anchors.append(Anchor(ssrc, clock_hz, ts0, int(ts.max()) - ts0, arr0 + round(intercept), slope))
         if part.shape[0] > acc.drift[0]:
             acc.drift = (int(part.shape[0]), slope)
 
@@ -393,12 +404,26 @@ def _analyse_segment(seg: RtpPackets, clock_hz: int, leg: CapturedLeg, acc: _Acc
             if decoder.encoding not in acc.codecs:
                 acc.codecs.append(decoder.encoding)
         pcm, counts = decoder.decode(ordered.select(part))
+        hidden = decoder.concealment()
+        if hidden is not None and hidden.counts.shape[0]:
+            # Audio for lost packets (FEC repair, concealment): each piece ends where the packet
+            # after the loss starts. Placed first, so received packets win where they overlap.
+            back = hidden.counts * clock_hz // decoder.sample_rate_hz
+            acc.blocks.append(
+                PlacedBlock(
+                    decoder.sample_rate_hz, clock_hz, hidden.pcm, hidden.pcm_starts, hidden.counts,
+                    origin[part][hidden.before], ticks[part][hidden.before] - back,
+                )
+            )
+            acc.counts.update(concealed=int(hidden.counts.shape[0]), repaired=int(hidden.repaired.sum()))
         acc.blocks.append(
             PlacedBlock(
                 decoder.sample_rate_hz, clock_hz, pcm, np.cumsum(counts) - counts, counts,
                 origin[part], ticks[part],
             )
         )
+        acc.counts.update(decode_errors=decoder.bad_packets)
+        decoder.bad_packets = 0
 
 
 def _timestamp_jumps(offset: F64, arrival_ns: I64) -> I64:
@@ -451,29 +476,6 @@ def _envelope_fit(media_ns: F64, offset_ns: F64) -> tuple[float, float]:
     slope = min(max(slope, -DRIFT_MAX), DRIFT_MAX)
     intercept = float(np.mean(y[keep] - slope * t[keep]))
     return slope, intercept
-
-
-def _rfc3550_jitter(transit_steps: F64) -> F64:
-    """RFC 3550 6.4.1 jitter after each packet: ``J += (|D| - J) / 16``, with ``J`` from 0.
-
-    The recursion is a first-order filter, ``J_k = r J_(k-1) + (1 - r) |D_k|`` with
-    ``r = 15/16``. Inside a block of 256 it has the closed form
-    ``J_k = r^(k+1) J_in + (1 - r) r^k cumsum(r^-i |D_i|)`` (``r^-255`` is about 1e7, well
-    inside float64), so the Python loop runs once per 256 packets instead of per packet.
-    """
-    n = transit_steps.shape[0]
-    out = np.empty(n, dtype=np.float64)
-    r = 15.0 / 16.0
-    k = np.arange(_JITTER_BLOCK, dtype=np.float64)
-    grow, shrink = r ** (-k), r**k
-    carry = 0.0
-    for start in range(0, n, _JITTER_BLOCK):
-        x = transit_steps[start : start + _JITTER_BLOCK]
-        m = x.shape[0]
-        value = r * shrink[:m] * carry + (1 - r) * shrink[:m] * np.cumsum(x * grow[:m])
-        out[start : start + m] = value
-        carry = float(value[-1])
-    return out
 
 
 def _copy_runs(out: I16, index: I64, pcm: I16, pcm_starts: I64, counts: I64) -> None:

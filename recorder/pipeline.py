@@ -149,7 +149,7 @@ class _Importer:
         if stored is not None:
             self.report.recorded += 1
         row = call_row(call, rendered, stored, source=source, error=error)
-        self._rows.append((row, leg_rows(call, rendered), event_rows(call)))
+        self._rows.append((row, leg_rows(call, rendered), event_rows(call, rendered)))
         if len(self._rows) >= CATALOGUE_BATCH:
             self._flush_rows()
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from capture.calls import LEG_DIRECTIONS, CapturedCall, CapturedLeg
+from decode.events import DtmfEvent, call_dtmf_events
 from decode.render import RenderedCall
 from store.catalogue import iso_from_ns
 from store.recordings import StoredFile
@@ -104,6 +105,7 @@ def leg_rows(call: CapturedCall, rendered: RenderedCall | None) -> list[Row]:
         if leg is None:
             continue
         stats = rendered.legs.get(direction) if rendered else None
+        quality = rendered.quality.get(direction) if rendered else None
         packets = leg.packets
         row: Row = {
             "direction": direction,
@@ -126,12 +128,26 @@ def leg_rows(call: CapturedCall, rendered: RenderedCall | None) -> list[Row]:
                 jitter_mean_ms=round(stats.jitter_mean_ms, 2),
                 jitter_max_ms=round(stats.jitter_max_ms, 2),
             )
+        if quality is not None and quality.mos is not None:
+            row["mos"] = round(quality.mos, 2)
         rows.append(row)
     return rows
 
 
-def event_rows(call: CapturedCall) -> list[Row]:
-    return [
+def event_rows(call: CapturedCall, rendered: RenderedCall | None = None) -> list[Row]:
+    """SIP messages and RFC 4733 key presses (kind ``dtmf``, summary the digit), by time.
+
+    Key presses come from ``rendered`` (placed on the audio's clock); without it (rendering
+    failed) they are read again from the packets and start at their first packet's arrival."""
+    dtmf: tuple[DtmfEvent, ...] = ()
+    if rendered is not None:
+        dtmf = rendered.events
+    else:
+        try:
+            dtmf = call_dtmf_events(call)
+        except Exception:  # the call is stored as failed already; keep its SIP events
+            dtmf = ()
+    rows: list[Row] = [
         {
             "ts_ns": e.ts_ns,
             "at": _iso(e.ts_ns),
@@ -142,3 +158,16 @@ def event_rows(call: CapturedCall) -> list[Row]:
         }
         for e in call.events
     ]
+    rows += [
+        {
+            "ts_ns": d.start_ns,
+            "at": _iso(d.start_ns),
+            "kind": "dtmf",
+            "summary": d.digit,
+            "sender": d.sender,
+            "detail": d.detail,
+        }
+        for d in dtmf
+    ]
+    rows.sort(key=lambda row: row["ts_ns"])  # stable: a SIP message first at the same instant
+    return rows

@@ -38,6 +38,7 @@ CALL_COLUMNS = (
 LEG_COLUMNS = (
     "direction", "codec", "packets", "expected", "lost", "duplicates", "late", "ssrc", "src", "dst",
     "first_media_at", "last_media_at", "max_gap_ms", "jitter_mean_ms", "jitter_max_ms", "rtcp_packets",
+    "mos",
 )  # fmt: skip
 EVENT_COLUMNS = ("ts_ns", "at", "kind", "summary", "sender", "detail")
 
@@ -380,7 +381,14 @@ _V1 = sql_migration(
     """,
 )
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "calls, legs, events, search indexes", _V1),)
+# v2: per-leg E-model MOS estimate (decode.quality, ITU-T G.107); NULL for legs without audio or
+# of a codec without planning values, and for calls recorded before it.
+_V2 = sql_migration("ALTER TABLE legs ADD COLUMN mos REAL")
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "calls, legs, events, search indexes", _V1),
+    Migration(2, "legs: mos (E-model estimate)", _V2),
+)
 """Every migration, in order. Append new ones; the newest id is the schema version."""
 
 LATEST_VERSION = MIGRATIONS[-1].id

@@ -58,6 +58,7 @@ LEG_KEYS = {
     "jitter_mean_ms",
     "jitter_max_ms",
     "rtcp_packets",
+    "mos",
 }
 
 

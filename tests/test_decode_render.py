@@ -1,5 +1,6 @@
 """Stereo rendering: channel order, span, alignment of the two legs on the capture clock,
-drift over an hour, output rate and resampling, and the speed of a one-hour call."""
+drift over an hour, output rate and resampling, the speed of a one-hour call, and RFC 3389
+comfort noise in silence-suppression gaps."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from test_decode_timeline import MS, SPP, T0, S, decoded, make_leg, stream, tone, ulaw_encode
 
 from capture.calls import CALLEE_TO_CALLER, CALLER_TO_CALLEE, CallState, CapturedCall, CapturedLeg
-from capture.media import MediaFormat, RtpPackets
+from capture.media import LegSpool, MediaFormat, RtpPackets
 from decode import codecs
 from decode.codecs.base import I16, I64, AudioDecoder, gather_payloads
 from decode.render import RenderedCall, render_call
@@ -249,3 +250,59 @@ def test_an_hour_with_drifting_phones_stays_aligned_and_renders_fast() -> None:
     assert rendered.legs[CALLER_TO_CALLEE].drift_ppm == pytest.approx(50.0, abs=1.0)
     assert rendered.legs[CALLEE_TO_CALLER].drift_ppm == pytest.approx(-30.0, abs=1.0)
     assert speed > 500  # measured ~10,000x on one core; generous for a loaded CI machine
+
+
+# -- comfort noise (RFC 3389) -----------------------------------------------------------------
+
+
+def dtx_call(
+    gap_s: int, level: int = 40, cn_ts: int | None = None
+) -> tuple[CapturedCall, RtpPackets, RtpPackets]:
+    """One second of speech, a CN packet at its end (1 ms late), silence of ``gap_s`` seconds
+    (nothing sent; sequence numbers go on after the CN), one second of speech."""
+    first = stream(50)
+    ts_cn = 50_000 + 50 * SPP if cn_ts is None else cn_ts
+    cn = stream(
+        1, pt=13, seq0=1050, ts0=ts_cn, start_ns=T0 + S + MS, payload=np.full((1, 1), level, np.uint8)
+    )
+    back = 1 + gap_s  # seconds
+    second = stream(
+        50, seq0=1051, ts0=50_000 + back * 8000, start_ns=T0 + back * S, seed=2, marker_first=True
+    )
+    spool = LegSpool()
+    for part in (first, cn, second):
+        spool.append(part)
+    return call_of(spool.packets(), None), first, second
+
+
+def rms(x: npt.NDArray[np.int16]) -> float:
+    return float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+
+
+def test_comfort_noise_fills_the_gap_at_its_level_and_speech_stays_in_place() -> None:
+    call, first, second = dtx_call(gap_s=1)
+    rendered = render_call(call)
+    left = rendered.samples[:, 0]
+    assert rendered.start_ns == T0 and left.shape[0] == 3 * 8000
+    np.testing.assert_array_equal(left[:8000], decoded(first))
+    np.testing.assert_array_equal(left[16000:], decoded(second))  # exactly where its timestamps say
+    assert rms(left[8000:16000]) == pytest.approx(32767 * 10 ** (-40 / 20), rel=0.03)  # -40 dBov: 327.7
+    np.testing.assert_array_equal(render_call(call).samples, rendered.samples)  # seeded: reproducible
+    assert not render_call(call, comfort_noise=False).samples[8000:16000].any()
+    assert not render_call(dtx_call(1, level=127)[0]).samples[8000:16000, 0].any()  # -127 dBov: nothing
+
+
+def test_one_comfort_noise_packet_fills_at_most_five_seconds() -> None:
+    call, _, second = dtx_call(gap_s=8)
+    left = render_call(call).samples[:, 0]
+    assert rms(left[8000 : 8000 + 5 * 8000]) == pytest.approx(327.67, rel=0.03)
+    assert not left[8000 + 5 * 8000 : 9 * 8000].any()
+    np.testing.assert_array_equal(left[9 * 8000 :], decoded(second))
+
+
+def test_comfort_noise_with_a_foreign_timestamp_starts_at_its_arrival() -> None:
+    call, first, second = dtx_call(gap_s=1, cn_ts=123)
+    left = render_call(call).samples[:, 0]
+    assert not left[8000 : 8000 + 8].any()  # arrived 1 ms (8 samples) after its slot
+    assert rms(left[8000 + 8 : 16000]) == pytest.approx(327.67, rel=0.03)
+    np.testing.assert_array_equal(left[16000:], decoded(second))

@@ -19,7 +19,7 @@ import store.catalogue
 from store import migrations as schema
 from store.catalogue import AddResult, CallRecord, Catalogue, RecordTuple, iso_from_ns, parse_when
 from store.errors import InvalidArgument, NotFound, SchemaError, StoreError
-from store.migrations import MIGRATIONS, Migration, apply_migrations, sql_migration
+from store.migrations import LATEST_VERSION, MIGRATIONS, Migration, apply_migrations, sql_migration
 
 NOW_NS = 1_795_874_523_120_000_000  # 2026-11-28T14:02:03.120Z
 SEC = 1_000_000_000
@@ -78,24 +78,42 @@ def test_migrations_are_recorded_and_idempotent(path: Path) -> None:
     with Catalogue(path, clock=clock) as first:
         first.add_call(call())
         rows = first.db.conn.execute("SELECT id, name, applied_at FROM schema_migrations").fetchall()
-    assert rows == [(1, MIGRATIONS[0].name, "2026-11-28T14:02:03.120Z")]
+    assert rows == [(m.id, m.name, "2026-11-28T14:02:03.120Z") for m in MIGRATIONS]
     with Catalogue(path, clock=lambda: NOW_NS + 3600 * SEC) as second:
         again = second.db.conn.execute("SELECT id, name, applied_at FROM schema_migrations").fetchall()
-        assert again == rows and second.schema_version == 1 and second.count() == 1
+        assert again == rows and second.schema_version == LATEST_VERSION and second.count() == 1
 
 
 def test_later_migrations_apply_in_order_each_in_a_transaction(path: Path) -> None:
     Catalogue(path).close()
-    broken = Migration(2, "half done", sql_migration("CREATE TABLE extra (x)", "SELECT no_such_function()"))
+    broken = Migration(
+        LATEST_VERSION + 1, "half done", sql_migration("CREATE TABLE extra (x)", "SELECT no_such_function()")
+    )
     with pytest.raises(StoreError):
         Catalogue(path, migrations=(*MIGRATIONS, broken))
     with Catalogue(path) as cat:
         assert not cat.db["extra"].exists()  # rolled back with its migration
-        assert cat.schema_version == 1
-    good = Migration(2, "add audit", sql_migration("CREATE TABLE audit (x)"))
+        assert cat.schema_version == LATEST_VERSION
+    good = Migration(LATEST_VERSION + 1, "add audit", sql_migration("CREATE TABLE audit (x)"))
     with Catalogue(path, migrations=(*MIGRATIONS, good)) as cat:
-        assert cat.schema_version == 2
+        assert cat.schema_version == LATEST_VERSION + 1
         assert apply_migrations(cat.db, (*MIGRATIONS, good), lambda: "now") == []
+
+
+def test_v2_adds_a_mos_column_to_the_legs_of_an_existing_catalogue(path: Path) -> None:
+    with Catalogue(path, migrations=MIGRATIONS[:1]) as old:  # a catalogue written before v2
+        conn = old.db.conn
+        first = conn.execute(
+            "INSERT INTO calls (call_id, started_at, started_ns, imported_at) VALUES ('a@pbx', 'x', 1, 'x')"
+        ).lastrowid
+        conn.execute("INSERT INTO legs (call, direction) VALUES (?, 'caller->callee')", (first,))
+        conn.commit()
+        assert first is not None
+    with Catalogue(path) as cat:
+        assert cat.schema_version >= 2
+        assert cat.get_call(first)["legs"][0]["mos"] is None
+        second = cat.add_call(call("b@pbx"), [leg(mos=4.39)]).id
+        assert cat.get_call(second)["legs"][0]["mos"] == 4.39
 
 
 def test_write_path_columns_match_the_schema(cat: Catalogue) -> None:

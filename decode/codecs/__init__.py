@@ -13,8 +13,20 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from capture.media import STATIC_PAYLOAD_TYPES, MediaFormat
+from decode.codecs.amr import amr_factory
 from decode.codecs.base import AudioDecoder
+from decode.codecs.dvi4 import make_dvi4
 from decode.codecs.g711 import ALawDecoder, MuLawDecoder
+from decode.codecs.g722 import make_g722
+from decode.codecs.g723 import make_g723
+from decode.codecs.g726 import g726_factory
+from decode.codecs.g729 import make_g729
+from decode.codecs.gsm import make_gsm
+from decode.codecs.ilbc import make_ilbc
+from decode.codecs.l16 import make_linear
+from decode.codecs.opus import make_opus
+from decode.codecs.speex import RATES as SPEEX_RATES
+from decode.codecs.speex import make_speex
 
 DecoderFactory = Callable[[MediaFormat], AudioDecoder | None]
 
@@ -56,6 +68,26 @@ def _mono_only(cls: type[AudioDecoder]) -> DecoderFactory:
 
 register_decoder("PCMU", 8000, _mono_only(MuLawDecoder))
 register_decoder("PCMA", 8000, _mono_only(ALawDecoder))
+register_decoder("G722", 8000, make_g722)
+register_decoder("G722", 16000, make_g722)  # non-standard clock some endpoints announce
+for _kbps in (16, 24, 32, 40):
+    register_decoder(f"G726-{_kbps}", 8000, g726_factory(_kbps, aal2=False))
+    register_decoder(f"AAL2-G726-{_kbps}", 8000, g726_factory(_kbps, aal2=True))
+for _name in ("G729", "G729A", "G729B", "G729D"):
+    register_decoder(_name, 8000, make_g729)
+register_decoder("GSM", 8000, make_gsm)
+register_decoder("iLBC", 8000, make_ilbc)
+register_decoder("G723", 8000, make_g723)
+for _rate in SPEEX_RATES:
+    register_decoder("speex", _rate, make_speex)
+for _rate in (8000, 11025, 16000, 22050, 32000, 44100, 48000):
+    register_decoder("L16", _rate, make_linear)
+    register_decoder("L8", _rate, make_linear)
+for _rate in (8000, 11025, 16000, 22050):
+    register_decoder("DVI4", _rate, make_dvi4)
+register_decoder("opus", 48000, make_opus)
+register_decoder("AMR", 8000, amr_factory(wideband=False))
+register_decoder("AMR-WB", 16000, amr_factory(wideband=True))
 
 
 def is_audio_format(fmt: MediaFormat) -> bool:

@@ -10,16 +10,45 @@ makes a fresh instance for every segment.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from capture.gather import row_view
 from capture.media import RtpPackets
+from capture.serial import unwrap_seq, unwrap_ts
 
 I16 = npt.NDArray[np.int16]
 I64 = npt.NDArray[np.int64]
 U8 = npt.NDArray[np.uint8]
+BOOL = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True, slots=True)
+class Concealment:
+    """Audio a decoder made for packets that never arrived (in-band FEC repair or loss concealment).
+
+    Optional output next to :meth:`AudioDecoder.decode`, never mixed into its PCM (so the samples
+    per received packet keep matching the RTP timestamps). Piece ``k`` is
+    ``pcm[pcm_starts[k] : pcm_starts[k] + counts[k]]`` and covers the ``counts[k]`` decoded samples
+    that end exactly where packet ``before[k]`` starts (an index into the packets given to
+    ``decode``): a timeline places it at that packet's start index minus ``counts[k]``, i.e.
+    ``counts[k] * clock_rate_hz / sample_rate_hz`` RTP ticks before the packet's timestamp.
+    ``repaired[k]`` is true where the piece ends with audio rebuilt from the next packet's in-band
+    FEC (the rest of the piece, if longer than that, is concealment).
+    """
+
+    before: I64
+    pcm: I16
+    pcm_starts: I64
+    counts: I64
+    repaired: BOOL
+
+    @classmethod
+    def empty(cls) -> Concealment:
+        z = np.zeros(0, dtype=np.int64)
+        return cls(z, np.zeros(0, dtype=np.int16), z, z, np.zeros(0, dtype=np.bool_))
 
 
 class AudioDecoder(ABC):
@@ -35,6 +64,9 @@ class AudioDecoder(ABC):
     encoding: str
     clock_rate_hz: int
     sample_rate_hz: int
+    # Payloads the codec rejected (corrupt, truncated, an unknown frame type) since the decoder
+    # was made: each was replaced by silence of its nominal length, so the call still renders.
+    bad_packets: int = 0
 
     @abstractmethod
     def decode(self, packets: RtpPackets) -> tuple[I16, I64]:
@@ -44,6 +76,12 @@ class AudioDecoder(ABC):
         packet produced, so that packet ``i``'s audio is
         ``pcm[starts[i] : starts[i] + counts[i]]`` with ``starts = cumsum(counts) - counts``.
         """
+
+    def concealment(self) -> Concealment | None:
+        """Audio made up for packets lost inside the last :meth:`decode` call (see
+        :class:`Concealment`), or ``None`` if this codec makes none. Optional: decoders that keep
+        no state worth carrying across a gap (G.711, L16) leave the gap silent."""
+        return None
 
     def samples_for_ticks(self, ticks: I64) -> I64:
         """Decoded samples spanned by ``ticks`` of the RTP clock (floored when not exact)."""
@@ -81,3 +119,28 @@ def gather_payloads(packets: RtpPackets) -> tuple[U8, I64]:
         packets.payload[a:b] for a, b in zip(starts[run_first].tolist(), ends[run_last].tolist(), strict=True)
     ]
     return np.concatenate(parts), lengths
+
+
+def nominal_counts(packets: RtpPackets, counts: I64, bad: BOOL, decoder: AudioDecoder) -> I64:
+    """``counts`` with each bad packet's entry replaced by its nominal length in decoded samples.
+
+    A payload the codec rejected still spans RTP time. Its length is the timestamp step to the
+    next packet when that one follows it directly (next sequence number, a step of at most a
+    second), else the median count of the good packets, so the silence substituted for it keeps
+    later packets where their timestamps put them. ``packets`` are in ``ext_seq`` order.
+    """
+    out = counts.astype(np.int64, copy=True)
+    where = np.flatnonzero(bad)
+    if where.shape[0] == 0:
+        return out
+    good = out[~bad]
+    typical = int(np.median(good)) if good.shape[0] else 0
+    seq_step = np.diff(unwrap_seq(packets.seq))
+    ts_step = np.diff(unwrap_ts(packets.rtp_ts))
+    for i in where.tolist():
+        ticks = int(ts_step[i]) if i < seq_step.shape[0] and int(seq_step[i]) == 1 else 0
+        if 0 < ticks <= decoder.clock_rate_hz:
+            out[i] = int(decoder.samples_for_ticks(np.array([ticks], dtype=np.int64))[0])
+        else:
+            out[i] = typical
+    return out
