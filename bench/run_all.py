@@ -23,6 +23,11 @@ def run(args: list[str]) -> dict[str, object]:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def run_lines(args: list[str]) -> list[dict[str, object]]:
+    out = subprocess.run([sys.executable, *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:

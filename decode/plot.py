@@ -13,8 +13,8 @@ pyplot, no display) that is ``width_px`` x ``height_px`` pixels when saved at it
   resume when it is sendrecv again), BYE/CANCEL, DTMF digits (events of kind ``dtmf``, in their
   sender's lane) and pauses (kind ``pause``: a span from one such event to the next whose summary
   says it ends: "end", "stop" or "resume").
-- Shaded grey: "no media", where a channel is exactly zero for at least :data:`NO_MEDIA_S`
-  (lost or missing packets, a silent leg; also a phone sending µ-law digital silence).
+- Shaded red in the sender's lane: packet loss (events of kind ``loss`` with "duration N ms" in their
+  detail, from the RTP sequence numbers), so silence in the audio is not mistaken for missing media.
 """
 
 from __future__ import annotations
@@ -34,11 +34,10 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MultipleLocator
 
-NO_MEDIA_S = 0.2
 DPI = 100
 LANES = ("caller", "callee")
 LANE_COLORS = ("#1f77b4", "#d95f02")
-NO_MEDIA_COLOR = "#dedede"
+LOSS_COLOR = "#e41a1c"
 PAUSE_COLOR = "#f2d36b"
 DTMF_COLOR = "#b8327a"
 # marker kind -> (legend text, colour, line style)
@@ -114,6 +113,22 @@ def call_markers(
     return markers, pauses
 
 
+_DURATION = re.compile(r"duration (\d+(?:\.\d+)?) ms")
+
+
+def loss_spans(events: Sequence[Mapping[str, Any]], start_ns: int) -> list[tuple[float, float, int]]:
+    """``(start s, end s, lane)`` of the call's packet-loss events (kind ``loss``)."""
+    spans = []
+    for event in events:
+        t = _event_s(event, start_ns)
+        found = _DURATION.search(str(event.get("detail") or ""))
+        if event.get("kind") != "loss" or t is None or found is None:
+            continue
+        sender = str(event.get("sender") or "")
+        spans.append((t, t + float(found.group(1)) / 1000, LANES.index(sender) if sender in LANES else 0))
+    return spans
+
+
 def envelope(x: npt.NDArray[np.int16], columns: int) -> tuple[np.ndarray, np.ndarray, int]:
     """Minimum and maximum of each block of ``ceil(len(x) / columns)`` samples, and that size."""
     per = max(1, -(-len(x) // max(1, columns)))
@@ -123,14 +138,6 @@ def envelope(x: npt.NDArray[np.int16], columns: int) -> tuple[np.ndarray, np.nda
     if full < len(x):
         lo, hi = np.append(lo, x[full:].min()), np.append(hi, x[full:].max())
     return lo, hi, per
-
-
-def zero_runs(x: npt.NDArray[np.int16], min_samples: int) -> npt.NDArray[np.int64]:
-    """``(start, end)`` sample index pairs, shape ``(k, 2)``, of runs of exact zeros of at least
-    ``min_samples`` samples."""
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], (x == 0).view(np.int8), [0]))))
-    runs = edges.reshape(-1, 2).astype(np.int64)
-    return runs[runs[:, 1] - runs[:, 0] >= min_samples]
 
 
 def _clock(seconds: float, _pos: object = None) -> str:
@@ -182,6 +189,7 @@ def plot_call(
     if width_px < 300 or height_px < 200:
         raise PlotError(f"a {width_px}x{height_px} picture is too small (at least 300x200)")
     markers, pauses = call_markers(events if start_ns is not None else (), start_ns or 0, answered_s)
+    losses = loss_spans(events if start_ns is not None else (), start_ns or 0)
     lo_s, hi_s = _window(x.shape[0], sample_rate_hz, from_s, to_s, markers)
     window = x[max(0, round(lo_s * sample_rate_hz)) : max(0, round(hi_s * sample_rate_hz))]
 
@@ -191,6 +199,12 @@ def plot_call(
     handles: dict[str, Artist] = {}
     for lane, ax in enumerate(axes):
         _draw_lane(ax, x[:, lane], sample_rate_hz, (lo_s, hi_s), width_px, lane, handles)
+        spans = [(a, max(b - a, 0.003 * (hi_s - lo_s))) for a, b, in_lane in losses if in_lane == lane]
+        if spans:
+            ax.broken_barh(
+                spans, (0, 1), transform=ax.get_xaxis_transform(), color=LOSS_COLOR, alpha=0.5, zorder=0
+            )
+            handles["packet loss"] = Patch(color=LOSS_COLOR, alpha=0.5)
         ax.set_ylim(-peak * 1.08, peak * 1.08)
         ax.set_xlim(lo_s, hi_s)
     for start, end in pauses:
@@ -216,7 +230,7 @@ def plot_call(
         else f" · {x.shape[0] / sample_rate_hz:.1f} s of audio"
     )
     fig.suptitle(f"{title}{when}{shown}", x=0.01, ha="left", fontsize=11)
-    order = [*LANES, "no media", "paused", *(style[0] for style in MARKER_STYLE.values()), "DTMF digit"]
+    order = [*LANES, "packet loss", "paused", *(style[0] for style in MARKER_STYLE.values()), "DTMF digit"]
     labels = sorted(handles, key=lambda k: next((i for i, o in enumerate(order) if k.startswith(o)), 99))
     fig.legend(
         [handles[k] for k in labels],
@@ -243,12 +257,6 @@ def _draw_lane(
     else:
         ax.plot((i0 + np.arange(len(shown))) / rate, shown, color=color, lw=0.8, zorder=2)
     handles[name] = Patch(color=color)
-    runs = np.clip(zero_runs(x, round(NO_MEDIA_S * rate)), i0, i1)
-    runs = runs[runs[:, 1] > runs[:, 0]]
-    if len(runs):
-        spans = [(s / rate, (e - s) / rate) for s, e in runs.tolist()]
-        ax.broken_barh(spans, (0, 1), transform=ax.get_xaxis_transform(), color=NO_MEDIA_COLOR, zorder=0)
-        handles[f"no media (≥ {NO_MEDIA_S:g} s of zeros)"] = Patch(color=NO_MEDIA_COLOR)
     peak = int(np.abs(shown.astype(np.int32)).max(initial=0))
     level = f"peak {round(20 * np.log10(peak / 32768)) + 0} dBFS" if peak else "silent"
     ax.set_ylabel(f"{name}\n{level}", fontsize=9)

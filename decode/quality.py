@@ -171,6 +171,41 @@ def burst_ratio(packets: RtpPackets) -> float:
     return 1.0 / (p + q)
 
 
+MAX_LOSS_BURSTS = 200  # per leg: enough to draw and investigate a bad call, bounded for a worse one
+
+
+@dataclass(frozen=True, slots=True)
+class LossBurst:
+    """Packets that never arrived: ``packets`` sequence numbers missing between two received
+    packets, from about ``start_ns`` (the packet before, plus one packet time) to ``end_ns`` (the
+    arrival of the packet after)."""
+
+    start_ns: int
+    end_ns: int
+    packets: int
+
+
+def loss_bursts(packets: RtpPackets, limit: int = MAX_LOSS_BURSTS) -> list[LossBurst]:
+    """The leg's losses by sequence number, per SSRC, in time order (the first ``limit``).
+    Telephone-events and comfort noise share the audio's sequence numbers, so they leave no gap;
+    a jump of more than RFC 3550's ``MAX_DROPOUT`` is a restart, not loss."""
+    bursts: list[LossBurst] = []
+    for ssrc in np.unique(packets.ssrc).tolist():
+        rows = np.flatnonzero(packets.ssrc == ssrc)
+        ext = unwrap_seq(packets.seq[rows])
+        order = np.argsort(ext, kind="stable")
+        ext, arrival = ext[order], packets.ts_ns[rows][order]
+        first = np.concatenate(([True], ext[1:] != ext[:-1]))  # duplicates: the first copy
+        ext, arrival = ext[first], arrival[first]
+        step = np.diff(ext)
+        for g in np.flatnonzero((step > 1) & (step <= MAX_DROPOUT)).tolist():
+            before, after, missing = int(arrival[g]), int(arrival[g + 1]), int(step[g]) - 1
+            start = before + max(0, after - before) // (missing + 1)
+            bursts.append(LossBurst(min(start, after), after, missing))
+    bursts.sort(key=lambda b: b.start_ns)
+    return bursts[:limit]
+
+
 def main_codec(leg: CapturedLeg) -> str:
     """The leg's most used audio encoding (telephone-events and comfort noise left out), or ``""``."""
     types, counts = np.unique(leg.packets.payload_type, return_counts=True)

@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from capture.calls import LEG_DIRECTIONS, CapturedCall, CapturedLeg
+from capture.calls import CALLER_TO_CALLEE, LEG_DIRECTIONS, CapturedCall, CapturedLeg
 from decode.events import DtmfEvent, call_dtmf_events
+from decode.quality import loss_bursts
 from decode.render import RenderedCall
 from store.catalogue import iso_from_ns
 from store.recordings import StoredFile
@@ -169,5 +170,18 @@ def event_rows(call: CapturedCall, rendered: RenderedCall | None = None) -> list
         }
         for d in dtmf
     ]
+    for direction, leg in call.legs.items():
+        sender = "caller" if direction == CALLER_TO_CALLEE else "callee"
+        for burst in loss_bursts(leg.packets):
+            rows.append(
+                {
+                    "ts_ns": burst.start_ns,
+                    "at": _iso(burst.start_ns),
+                    "kind": "loss",
+                    "summary": f"{burst.packets} packet{'s' if burst.packets != 1 else ''} lost",
+                    "sender": sender,
+                    "detail": f"duration {round((burst.end_ns - burst.start_ns) / 1e6)} ms",
+                }
+            )
     rows.sort(key=lambda row: row["ts_ns"])  # stable: a SIP message first at the same instant
     return rows

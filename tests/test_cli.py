@@ -207,3 +207,20 @@ def test_a_capture_cut_mid_record_is_imported_with_a_warning(tmp_path: Path, hom
     assert result.exit_code == 0
     assert "1 call(s) found, 1 recorded" in result.stdout
     assert "warning: " in result.stdout and "cut.pcap" in result.stdout
+
+
+def test_packet_loss_bursts_are_events_of_the_sender(home: Path) -> None:
+    fixture = FIXTURES / "loss_dup_reorder.expected.json"
+    expected = json.loads(fixture.read_text())["calls"][0]["legs"]
+    result = run(home, "import", "--json", str(FIXTURES / "loss_dup_reorder.pcap"))
+    call = json.loads(result.stdout)[0]
+    shown = json.loads(run(home, "calls", "show", str(call["id"]), "--json").stdout)
+    lost = {"caller": 0, "callee": 0}
+    for e in shown["events"]:
+        if e["kind"] == "loss":
+            lost[e["sender"]] += int(e["summary"].split()[0])
+            assert e["detail"].startswith("duration ") and e["detail"].endswith(" ms")
+    assert lost == {
+        "caller": expected["caller->callee"]["lost"],
+        "callee": expected["callee->caller"]["lost"],
+    }

@@ -14,13 +14,12 @@ from matplotlib.image import imread
 
 from decode.plot import (
     LANE_COLORS,
-    NO_MEDIA_COLOR,
     PlotError,
     call_markers,
     envelope,
+    loss_spans,
     ns_from_iso,
     plot_call,
-    zero_runs,
 )
 
 RATE = 8000
@@ -60,6 +59,7 @@ EVENTS = [
     event(6.0, "sip", "INVITE", detail="sdp 198.51.100.1:4000 sendonly PCMU"),
     event(6.01, "sip", "INVITE", detail="retransmission"),
     event(7.0, "sip", "INVITE", detail="sdp 198.51.100.1:4000 sendrecv PCMU"),
+    event(8.0, "loss", "12 packets lost", "callee", "duration 240 ms"),
     event(9.8, "sip", "BYE", "callee"),
 ]
 
@@ -95,8 +95,23 @@ def test_png_of_the_requested_size_with_ink_where_each_side_talks() -> None:
     assert lane_ink(fig, image, 1, 8.5, callee) > 0.3 * lane_px  # callee talks, quieter
     assert lane_ink(fig, image, 0, 8.5, caller) <= 2  # at most the zero line
     assert lane_ink(fig, image, 1, 1.5, callee) <= 2
-    assert lane_ink(fig, image, 0, 8.5, NO_MEDIA_COLOR) > 0.5 * lane_px  # shaded: no media
-    assert lane_ink(fig, image, 1, 1.5, NO_MEDIA_COLOR) > 0.5 * lane_px
+    # packet loss is shaded in the sender's lane only; silence (zeros) is not mistaken for loss
+    assert _tinted(fig, image, 1, 8.1)
+    assert (
+        not _tinted(fig, image, 0, 8.1)
+        and not _tinted(fig, image, 0, 4.5)
+        and not _tinted(fig, image, 1, 2.0)
+    )
+
+
+def _tinted(fig: Figure, image: np.ndarray, lane: int, t: float) -> bool:
+    """Whether the lane's pixel column at ``t`` has the (half transparent) loss red in it."""
+    ax = fig.axes[lane]
+    x = round(float(ax.transData.transform((t, 0))[0]))
+    box = ax.get_window_extent()
+    column = image[image.shape[0] - round(box.y1) : image.shape[0] - round(box.y0), x]
+    reddish = (column[:, 0] > 0.85) & (column[:, 1] < 0.7) & (column[:, 2] < 0.7)
+    return bool(reddish.sum() > 0.25 * column.shape[0])
 
 
 def test_markers_and_legend() -> None:
@@ -107,7 +122,7 @@ def test_markers_and_legend() -> None:
     assert legend == [
         "caller",
         "callee",
-        "no media (≥ 0.2 s of zeros)",
+        "packet loss",
         "paused",
         "answered",
         "hold (re-INVITE)",
@@ -124,11 +139,7 @@ def test_without_events_there_are_no_markers() -> None:
     fig = plot_call(synthetic_call(), RATE)
     render(fig)
     assert not any(ax.texts for ax in fig.axes) and not any(ax.lines[1:] for ax in fig.axes)
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
-        "caller",
-        "callee",
-        "no media (≥ 0.2 s of zeros)",
-    ]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["caller", "callee"]
 
 
 def test_call_markers_classifies_events() -> None:
@@ -202,16 +213,17 @@ def test_a_long_call_is_an_envelope_per_pixel_column() -> None:
     assert lane_ink(fig, image, 0, 900, LANE_COLORS[0]) > 0.2 * fig.axes[0].get_window_extent().height
 
 
-def test_envelope_and_zero_runs() -> None:
+def test_loss_spans_from_events() -> None:
+    spans = loss_spans(EVENTS, START_NS)
+    assert [(round(a, 3), round(b, 3), lane) for a, b, lane in spans] == [(8.0, 8.24, 1)]
+
+
+def test_envelope() -> None:
     x = np.array([1, -2, 3, 0, 5, -6, 7], dtype=np.int16)
     lo, hi, per = envelope(x, 3)
     assert per == 3 and lo.tolist() == [-2, -6, 7] and hi.tolist() == [3, 5, 7]
     lo, hi, per = envelope(x, 100)
     assert per == 1 and lo.tolist() == x.tolist()
-    z = np.array([0, 0, 0, 1, 0, 0, 2, 0, 0, 0, 0], dtype=np.int16)
-    assert zero_runs(z, 3).tolist() == [[0, 3], [7, 11]]
-    assert zero_runs(z, 2).tolist() == [[0, 3], [4, 6], [7, 11]]
-    assert zero_runs(np.ones(5, dtype=np.int16), 1).shape == (0, 2)
 
 
 def test_ns_from_iso() -> None:

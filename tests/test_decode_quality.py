@@ -178,3 +178,33 @@ def test_mos_is_stored_per_leg_and_shown(tmp_path: Path) -> None:
     assert 3.5 < caller["mos"] < basic["legs"][0]["mos"]
     shown = runner.invoke(cli, ["--home", home, "calls", "show", str(basic["id"]), "--json"])
     assert [leg["mos"] for leg in json.loads(shown.stdout)["legs"]] == [leg["mos"] for leg in basic["legs"]]
+
+
+def test_loss_bursts_by_sequence_number_across_the_wrap() -> None:
+    from capture.media import RtpPackets
+    from decode.quality import loss_bursts
+
+    seqs = [65530, 65531, 65534, 65535, 0, 4, 5, 5, 6]  # 65532-3 lost, 1-3 lost, a duplicate of 5
+    n = len(seqs)
+    seq = np.array(seqs, dtype=np.int64)
+    arrival = np.array([0, 20, 80, 100, 120, 200, 220, 221, 240], dtype=np.int64) * 1_000_000
+    z = np.zeros(n, dtype=np.int64)
+    packets = RtpPackets(arrival, seq, z, z + 7, z, np.zeros(n, bool), np.zeros(0, np.uint8), z, z)
+    bursts = loss_bursts(packets)
+    assert [(b.packets, b.start_ns // 1_000_000, b.end_ns // 1_000_000) for b in bursts] == [
+        (2, 40, 80),
+        (3, 140, 200),
+    ]
+    assert loss_bursts(packets, limit=1) == bursts[:1]
+    restart = RtpPackets(
+        arrival[:2],
+        np.array([10, 9000]),
+        z[:2],
+        z[:2],
+        z[:2],
+        np.zeros(2, bool),
+        np.zeros(0, np.uint8),
+        z[:2],
+        z[:2],
+    )
+    assert loss_bursts(restart) == []  # a jump over MAX_DROPOUT is a restart, not 8989 lost packets
