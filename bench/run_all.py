@@ -43,12 +43,13 @@ def machine() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="only the 100-call import and the reader")
+    parser.add_argument("--quick", action="store_true", help="only the reader, the 100-call import and G.711")
     args = parser.parse_args()
     results = [
         run(["bench/bench_reader.py"]),
         run(["bench/bench_import.py", "--calls", "100", "--seconds", "60"]),
     ]
+    results += run_lines(["bench/bench_render.py", "--codec", "all" if not args.quick else "g711"])
     if not args.quick:
         results.append(run(["bench/bench_import.py", "--calls", "1000", "--seconds", "60"]))
         results.append(run(["bench/bench_catalogue.py"]))

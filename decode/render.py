@@ -86,9 +86,10 @@ def render_call(
     n_samples = max(t.end_index(start_ns, rate) for t in timelines)
     samples = np.zeros((n_samples, len(CHANNELS)), dtype=np.int16)  # a leg without media stays silent
     for column, (leg, timeline) in enumerate(zip(legs, timelines, strict=True)):
-        if comfort_noise and leg is not None:
+        spans = comfort_noise_spans(leg, timeline) if comfort_noise and leg is not None else []
+        if spans:
             rng = np.random.default_rng(_noise_seed(call, timeline.direction))
-            place_noise(samples[:, column], comfort_noise_spans(leg, timeline), start_ns, rate, rng)
+            place_noise(samples[:, column], spans, start_ns, rate, rng)
         timeline.place_into(samples[:, column], start_ns, rate)  # audio over the noise
     return RenderedCall(samples, rate, start_ns, n_samples / rate, stats, events, quality)
 

@@ -172,6 +172,9 @@ def event_rows(call: CapturedCall, rendered: RenderedCall | None = None) -> list
     ]
     for direction, leg in call.legs.items():
         sender = "caller" if direction == CALLER_TO_CALLEE else "callee"
+        stats = rendered.legs.get(direction) if rendered is not None else None
+        if stats is not None and stats.lost == 0:
+            continue  # the timeline counted every sequence number: no gap to look for
         for burst in loss_bursts(leg.packets):
             rows.append(
                 {

@@ -24,13 +24,29 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import av
-import av.error
 import numpy as np
 
 from capture.media import RtpPackets
 from decode.codecs.base import BOOL, I16, I64, AudioDecoder, gather_payloads, nominal_counts
+
+if TYPE_CHECKING:
+    import av
+    import av.error
+else:
+
+    class _LazyAv:
+        """PyAV, imported at first use: it costs ~40 ms at start-up that G.711 work never needs."""
+
+        def __getattr__(self, name: str) -> Any:
+            import av as module
+            import av.error  # noqa: F401  (the submodule used in except clauses)
+
+            globals()["av"] = module
+            return getattr(module, name)
+
+    av = _LazyAv()
 
 CHUNK_BYTES = 1 << 16
 UNKNOWN = -1  # a unit whose sample count only the decoder knows (Speex: frames per packet vary)

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 from functools import cache
 
-import av
 import numpy as np
 
 from capture.media import MediaFormat, RtpPackets
@@ -142,6 +141,8 @@ class OpusDecoder(AudioDecoder):
 def ffmpeg_opus_decoder() -> str:
     """FFmpeg's libopus wrapper if this build has it (same output as :class:`OpusDecoder` on a
     lossless stream, bit for bit), else its native decoder (0.6 ms later, correlation 0.9999)."""
+    import av  # only when FFmpeg's Opus is wanted (see decode.codecs.avcodec on start-up cost)
+
     try:
         av.codec.Codec("libopus", "r")
     except av.codec.codec.UnknownCodecError:
