@@ -29,6 +29,8 @@ import lameenc
 import numpy as np
 import numpy.typing as npt
 
+from decode.wav import as_frames
+
 I16 = npt.NDArray[np.int16]
 
 CHUNK_FRAMES = 1 << 16
@@ -83,17 +85,6 @@ def check_settings(sample_rate_hz: int, channels: int, bitrate_kbps: int | None 
     return bitrate_kbps
 
 
-def _frames(samples: npt.ArrayLike) -> I16:
-    array = np.asarray(samples)
-    if array.dtype != np.int16:
-        raise TypeError(f"samples must be int16, got {array.dtype}")
-    if array.ndim == 1:
-        array = array.reshape(-1, 1)
-    if array.ndim != 2:
-        raise ValueError(f"samples must have shape (n, channels), got {array.shape}")
-    return array
-
-
 def mp3_chunks(
     samples: npt.ArrayLike,
     sample_rate_hz: int,
@@ -106,7 +97,7 @@ def mp3_chunks(
     chunks are consumed. ``bitrate_kbps`` ``None`` means :func:`default_bitrate`."""
     if chunk_frames <= 0:
         raise ValueError("chunk_frames must be positive")
-    frames = _frames(samples)
+    frames = as_frames(samples)
     kbps = check_settings(sample_rate_hz, frames.shape[1], bitrate_kbps)
     return _encode(frames, sample_rate_hz, kbps, chunk_frames)
 

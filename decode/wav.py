@@ -29,7 +29,8 @@ class Writable(Protocol):
     def write(self, data: bytes, /) -> object: ...
 
 
-def _frames(samples: npt.ArrayLike) -> I16:
+def as_frames(samples: npt.ArrayLike) -> I16:
+    """``samples`` as int16 of shape ``(n, channels)`` (a 1-D array is one channel); else an error."""
     array = np.asarray(samples)
     if array.dtype != np.int16:
         raise TypeError(f"samples must be int16, got {array.dtype}")
@@ -52,8 +53,16 @@ def wav_header(n_frames: int, channels: int, sample_rate_hz: int) -> bytes:
             struct.pack("<I", HEADER_BYTES - 8 + data_bytes),
             b"WAVE",
             b"fmt ",
-            struct.pack("<IHHIIHH", 16, WAVE_FORMAT_PCM, channels, sample_rate_hz,
-                        sample_rate_hz * block_align, block_align, 16),
+            struct.pack(
+                "<IHHIIHH",
+                16,
+                WAVE_FORMAT_PCM,
+                channels,
+                sample_rate_hz,
+                sample_rate_hz * block_align,
+                block_align,
+                16,
+            ),
             b"data",
             struct.pack("<I", data_bytes),
         )
@@ -67,7 +76,7 @@ def wav_chunks(
     the header followed by chunks of at most ``chunk_frames`` frames, little endian."""
     if chunk_frames <= 0:
         raise ValueError("chunk_frames must be positive")
-    frames = _frames(samples)
+    frames = as_frames(samples)
     yield wav_header(frames.shape[0], frames.shape[1], sample_rate_hz)
     little = sys.byteorder == "little"
     for start in range(0, frames.shape[0], chunk_frames):
@@ -75,8 +84,9 @@ def wav_chunks(
         yield (part if little else part.astype("<i2")).tobytes()
 
 
-def write_wav(sink: Writable, samples: npt.ArrayLike, sample_rate_hz: int,
-              chunk_frames: int = CHUNK_FRAMES) -> int:
+def write_wav(
+    sink: Writable, samples: npt.ArrayLike, sample_rate_hz: int, chunk_frames: int = CHUNK_FRAMES
+) -> int:
     """Stream the WAV file into ``sink`` (anything with ``write(bytes)``); returns bytes written."""
     total = 0
     for chunk in wav_chunks(samples, sample_rate_hz, chunk_frames):
@@ -99,7 +109,7 @@ def read_wav(source: str | os.PathLike[str] | BinaryIO) -> tuple[I16, int]:
 def mono_mix(samples: npt.ArrayLike) -> I16:
     """Average of the channels, rounded half away from zero and clipped to int16: one channel
     for players and exports that want mono, at no risk of wrap-around on loud material."""
-    frames = _frames(samples)
+    frames = as_frames(samples)
     total = frames.astype(np.int32).sum(axis=1)
     channels = frames.shape[1]
     mean = np.sign(total) * ((np.abs(total) * 2 + channels) // (2 * channels))
