@@ -432,3 +432,20 @@ def test_a_single_wild_timestamp_is_placed_by_its_arrival_not_hours_away(where: 
     samples, timeline = render_leg(p)
     np.testing.assert_array_equal(samples, decoded(p))  # nothing moved, the span is not 37 hours
     assert timeline.stats.first_media_ns == T0 and timeline.stats.last_media_ns == T0 + 60 * 20 * MS
+
+
+def test_a_codec_change_mid_stream_is_seamless_and_each_part_uses_its_own_law() -> None:
+    """A re-INVITE switches PCMU (PT 0) to PCMA (PT 8): same SSRC, sequence and timestamps go on."""
+    n, switch = 100, 60
+    packets = stream(n)
+    pt = np.where(np.arange(n) < switch, 0, 8)
+    switched = RtpPackets(
+        packets.ts_ns, packets.seq, packets.rtp_ts, packets.ssrc, pt, packets.marker,
+        packets.payload, packets.payload_offsets, packets.payload_lengths,
+    )  # fmt: skip
+    timeline = analyse_leg(make_leg(switched))
+    out = timeline.place(T0, 8000, n * SPP).samples
+    first, second = switched.select(np.arange(switch)), switched.select(np.arange(switch, n))
+    assert out[: switch * SPP].tolist() == decoded(first, ULAW_TABLE).tolist()
+    assert out[switch * SPP :].tolist() == decoded(second, ALAW_TABLE).tolist()
+    assert timeline.stats.codecs == ("PCMU", "PCMA") and timeline.stats.lost == 0
