@@ -54,6 +54,7 @@ class CapturedLeg:
     sources: tuple[Endpoint, ...] = ()  # where packets came from, as seen
     destinations: tuple[Endpoint, ...] = ()  # where packets went (the receiver's SDP endpoint)
     rtcp_packets: int = 0
+    encrypted: bool = False  # the receiver's SDP negotiated SRTP/ZRTP/DTLS-SRTP: payloads are ciphertext
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,6 +69,7 @@ class CallDialog:
         self.finish_at_ns: int | None = None  # when the tracker may hand the call on
         self.last_sip_ns = ts_ns
         self.cancel_seen = False
+        self.on_hold: dict[str, bool] = {}  # side -> its latest SDP puts the call on hold
         self.events: list[CallEvent] = []
         self._seen: set[tuple[object, ...]] = set()
         frm = invite.from_addr
@@ -187,6 +188,12 @@ class CallDialog:
     def terminal(self) -> bool:
         return self.state in _TERMINAL
 
+    @property
+    def held(self) -> bool:
+        """Whether either side's latest SDP holds the call (sendonly, recvonly, inactive, 0.0.0.0):
+        no media is expected, so silence on the wire must not end the call."""
+        return any(self.on_hold.values())
+
     # -- SDP ------------------------------------------------------------------------------------
 
     def _offers(self, msg: SipMessage, sender: str) -> list[MediaOffer]:
@@ -199,6 +206,8 @@ class CallDialog:
                 continue
             for media in sdp.audio():
                 address = media.connection_address
+                held = media.direction != "sendrecv" or address in ("0.0.0.0", "::")
+                self.on_hold[sender] = held  # RFC 3264 hold (and RFC 2543's 0.0.0.0)
                 if not address or media.port == 0 or address in ("0.0.0.0", "::"):
                     continue
                 rtcp = None

@@ -53,6 +53,7 @@ from capture.packets import (
     DatagramBatch,
     PacketBatch,
 )
+from capture.tcpstream import SipStreams
 
 I64 = npt.NDArray[np.int64]
 _T = TypeVar("_T", bound=np.generic)
@@ -64,8 +65,17 @@ _PAD = bytes(BUFFER_PADDING)
 
 # Verdict codes of the vectorized path.
 OK, SLOW = 0, 1
-_REASONS = ("", "", "unsupported_linktype", "truncated", "not_ip", "bad_ip_header", "tcp", "not_udp",
-            "bad_udp_header")
+_REASONS = (
+    "",
+    "",
+    "unsupported_linktype",
+    "truncated",
+    "not_ip",
+    "bad_ip_header",
+    "tcp",
+    "not_udp",
+    "bad_udp_header",
+)
 UNSUPPORTED, TRUNCATED, NOT_IP, BAD_IP, TCP, NOT_UDP, BAD_UDP = range(2, 9)
 
 
@@ -87,11 +97,14 @@ class FrameDecoder:
             reassembler.counters = self.counters
         self.reassembler = reassembler
         self.force_slow = force_slow
-        self._parser = FrameParser(self.counters, reassembler)
+        self.streams = SipStreams(self.counters)
+        self._parser = FrameParser(self.counters, reassembler, self.streams)
 
     def finish(self) -> None:
-        """End of input: count datagrams still waiting for fragments as incomplete."""
+        """End of input: count datagrams still waiting for fragments, and SIP over TCP messages
+        still incomplete."""
         self.reassembler.clear()
+        self.streams.close()
 
     def decode(self, batch: PacketBatch) -> DatagramBatch:
         n = len(batch)
@@ -124,6 +137,9 @@ class FrameDecoder:
             got = parse(buf, off, cap, lt, ts)
             if got is not None:
                 found.append((i, got))
+                if self._parser.tcp_messages:  # one TCP segment completed several SIP messages
+                    found.extend((i, d) for d in self._parser.tcp_messages)
+                    self._parser.tcp_messages.clear()
         return found
 
     def _assemble(
@@ -176,8 +192,9 @@ class _Columns:
 
     __slots__ = ("rows", "src", "dst", "sport", "dport", "start", "length", "vlan")
 
-    def __init__(self, rows: I64, src: U8, dst: U8, sport: I64, dport: I64, start: I64, length: I64,
-                 vlan: I64) -> None:
+    def __init__(
+        self, rows: I64, src: U8, dst: U8, sport: I64, dport: I64, start: I64, length: I64, vlan: I64
+    ) -> None:
         self.rows, self.src, self.dst = rows, src, dst
         self.sport, self.dport, self.start, self.length, self.vlan = sport, dport, start, length, vlan
 
@@ -191,10 +208,16 @@ class _Columns:
         if not self.rows.shape[0]:
             return other
         order = np.argsort(np.concatenate([self.rows, other.rows]), kind="stable")
-        return _Columns(_cat(self.rows, other.rows, order), _cat(self.src, other.src, order),
-                        _cat(self.dst, other.dst, order), _cat(self.sport, other.sport, order),
-                        _cat(self.dport, other.dport, order), _cat(self.start, other.start, order),
-                        _cat(self.length, other.length, order), _cat(self.vlan, other.vlan, order))
+        return _Columns(
+            _cat(self.rows, other.rows, order),
+            _cat(self.src, other.src, order),
+            _cat(self.dst, other.dst, order),
+            _cat(self.sport, other.sport, order),
+            _cat(self.dport, other.dport, order),
+            _cat(self.start, other.start, order),
+            _cat(self.length, other.length, order),
+            _cat(self.vlan, other.vlan, order),
+        )
 
 
 def _cat(a: npt.NDArray[_T], b: npt.NDArray[_T], order: I64) -> npt.NDArray[_T]:
@@ -290,10 +313,19 @@ def _vector(batch: PacketBatch) -> tuple[I64, _Columns]:
     ulen4 = be16(24)
     room4 = total4 - 20
     v4 = np.select(
-        [avail < 20, (ver != 4) | (ihl < 20) | (total4 < ihl), total4 > avail, ihl != 20,
-         (ip16[:, 3] & 0x3FFF) != 0, proto4 == PROTO_TCP, proto4 != PROTO_UDP,
-         (room4 < 8) | (ulen4 < 8) | (ulen4 > room4)],
-        [TRUNCATED, BAD_IP, TRUNCATED, SLOW, SLOW, TCP, NOT_UDP, BAD_UDP], OK)
+        [
+            avail < 20,
+            (ver != 4) | (ihl < 20) | (total4 < ihl),
+            total4 > avail,
+            ihl != 20,
+            (ip16[:, 3] & 0x3FFF) != 0,
+            proto4 == PROTO_TCP,
+            proto4 != PROTO_UDP,
+            (room4 < 8) | (ulen4 < 8) | (ulen4 > room4),
+        ],
+        [TRUNCATED, BAD_IP, TRUNCATED, SLOW, SLOW, SLOW, NOT_UDP, BAD_UDP],
+        OK,
+    )  # TCP: SIP streams
     if bool(is4.all()):
         code = np.where(code != OK, code, v4)
     else:
@@ -302,9 +334,18 @@ def _vector(batch: PacketBatch) -> tuple[I64, _Columns]:
         nh = ip[:, 6]
         ulen6 = be16(44)
         v6 = np.select(
-            [avail < 40, ver != 6, room6 + 40 > avail, np.isin(nh, list(IPV6_EXTENSIONS)), nh == PROTO_TCP,
-             nh != PROTO_UDP, (room6 < 8) | (ulen6 < 8) | (ulen6 > room6)],
-            [TRUNCATED, BAD_IP, TRUNCATED, SLOW, TCP, NOT_UDP, BAD_UDP], OK)
+            [
+                avail < 40,
+                ver != 6,
+                room6 + 40 > avail,
+                np.isin(nh, list(IPV6_EXTENSIONS)),
+                nh == PROTO_TCP,
+                nh != PROTO_UDP,
+                (room6 < 8) | (ulen6 < 8) | (ulen6 > room6),
+            ],
+            [TRUNCATED, BAD_IP, TRUNCATED, SLOW, SLOW, NOT_UDP, BAD_UDP],
+            OK,
+        )
         code = np.where(code != OK, code, np.where(is4, v4, v6))
     ok = np.flatnonzero(code == OK)
     m = ok.shape[0]

@@ -40,6 +40,7 @@ from capture.packets import (
     LINKTYPE_NULL,
     LINKTYPE_RAW,
 )
+from capture.tcpstream import SipStreams
 
 VLAN_TAGS = frozenset((0x8100, 0x88A8, 0x9100))
 ETHERTYPE_IPV4 = 0x0800
@@ -78,12 +79,20 @@ Datagram = tuple[bytes, bytes, int, int, int, int, bytes | None, int]
 class FrameParser:
     """Decodes one frame into a UDP datagram or counts why not (see the module docstring)."""
 
-    def __init__(self, counters: collections.Counter[str], reassembler: Reassembler) -> None:
+    def __init__(
+        self, counters: collections.Counter[str], reassembler: Reassembler, streams: SipStreams | None = None
+    ) -> None:
         self.counters = counters
         self.reassembler = reassembler
+        self.streams = streams  # SIP over TCP: complete messages come out as datagrams
+        self.tcp_messages: list[Datagram] = []  # more complete messages of the last frame parsed
+        self._ts_ns = 0
 
     def parse(self, buf: bytes, off: int, caplen: int, linktype: int, ts_ns: int) -> Datagram | None:
-        """The datagram in ``buf[off:off+caplen]``; ``None`` when the frame is counted instead."""
+        """The datagram in ``buf[off:off+caplen]``; ``None`` when the frame is counted instead.
+        A TCP segment that completes several SIP messages returns the first; the others wait in
+        :attr:`tcp_messages` for the caller."""
+        self._ts_ns = ts_ns
         version, hdr, vlan = self._link(buf, off, caplen, linktype)
         if version == 4:
             return self._ipv4(buf, off + hdr, caplen - hdr, vlan, ts_ns)
@@ -240,10 +249,30 @@ class FrameParser:
             pos += size
         return self._upper(nh, buf, pos, stop, src, dst, vlan, reassembled)
 
-    def _upper(self, proto: int, buf: bytes, start: int, stop: int, src: bytes, dst: bytes,
-               vlan: int, detached: bool) -> Datagram | None:
+    def _tcp(self, buf: bytes, start: int, stop: int, src: bytes, dst: bytes, vlan: int) -> Datagram | None:
+        """Feed a TCP segment to the SIP stream reassembler; a message it completes becomes a
+        datagram (its payload detached), as if it had come over UDP."""
+        if stop - start < 20 or (buf[start + 12] >> 4) * 4 < 20 or start + (buf[start + 12] >> 4) * 4 > stop:
+            self._drop("bad_tcp_header")
+            return None
+        sport, dport, seq = _U16(buf, start)[0], _U16(buf, start + 2)[0], _U32(buf, start + 4)[0]
+        payload = bytes(buf[start + (buf[start + 12] >> 4) * 4 : stop])
+        self.counters["tcp_segments"] += 1
+        assert self.streams is not None
+        done = self.streams.feed((src, sport, dst, dport), seq, buf[start + 13], payload, self._ts_ns)
+        messages = [(src, dst, sport, dport, 0, len(m), m, vlan) for _, m in done]
+        if not messages:
+            return None
+        self.tcp_messages.extend(messages[1:])
+        return messages[0]
+
+    def _upper(
+        self, proto: int, buf: bytes, start: int, stop: int, src: bytes, dst: bytes, vlan: int, detached: bool
+    ) -> Datagram | None:
         """The UDP datagram in ``buf[start:stop]``. ``detached``: ``buf`` is a reassembled payload,
         not the frame buffer, so the datagram carries its payload bytes."""
+        if proto == PROTO_TCP and self.streams is not None:
+            return self._tcp(buf, start, stop, src, dst, vlan)
         if proto != PROTO_UDP:
             self._drop("tcp" if proto == PROTO_TCP else "not_udp")
             return None

@@ -164,3 +164,34 @@ def parse_rtp_columns(
         payload_lengths=p_len,
     )
     return packets, valid
+
+
+ZRTP_COOKIE = 0x5A525450  # "ZRTP" at bytes 4-7 of every ZRTP packet (RFC 6189 section 5)
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadKinds:
+    """What a batch's UDP payloads look like, by their first bytes (indices into the batch)."""
+
+    media: npt.NDArray[np.int64]  # RTP or RTCP (version 2), in order
+    rtcp: npt.NDArray[np.bool_]  # for each ``media`` row: RTCP (RFC 5761 packet-type range)
+    text: npt.NDArray[np.int64]  # starts with an upper-case letter or CR/LF: SIP candidates
+    zrtp: npt.NDArray[np.int64]  # ZRTP packets (in-band key agreement: the media is SRTP)
+    other: int  # none of these
+
+
+def classify_payloads(
+    buffer: bytes, offsets: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64]
+) -> PayloadKinds:
+    """Sort every payload of a batch at once (numpy over the first bytes; the buffer is padded)."""
+    buf = np.frombuffer(buffer, dtype=np.uint8)
+    head = row_view(buf, 8)[offsets]
+    b0, b1 = head[:, 0], head[:, 1]
+    v2 = (b0 >> 6) == RTP_VERSION
+    rtcp = v2 & (b1 >= RTCP_TYPE_MIN) & (b1 <= RTCP_TYPE_MAX) & (lengths >= 8)
+    media = np.flatnonzero((v2 & ~rtcp & (lengths >= RTP_HEADER_LEN)) | rtcp)
+    text = np.flatnonzero(((b0 >= 0x41) & (b0 <= 0x5A)) | (b0 == 0x0D) | (b0 == 0x0A))
+    cookie = np.ascontiguousarray(head[:, 4:8]).view(">u4")[:, 0]
+    zrtp = np.flatnonzero(((b0 & 0xF0) == 0x10) & (lengths >= 12) & (cookie == ZRTP_COOKIE))
+    other = int(offsets.shape[0]) - media.shape[0] - text.shape[0] - zrtp.shape[0]
+    return PayloadKinds(media, rtcp[media], text, zrtp, other)

@@ -33,10 +33,9 @@ from capture.calls import (
 from capture.correlate import NO_LEG, Correlator, Unclaimed
 from capture.dialog import CALLER, CallDialog, MediaOffer
 from capture.errors import ParseError
-from capture.gather import row_view
 from capture.media import STATIC_PAYLOAD_TYPES, LegSpool, MediaFormat, MediaLog, RtpPackets
 from capture.packets import DatagramBatch, address_text, endpoint_key, endpoint_keys
-from capture.rtp import RTCP_TYPE_MAX, RTCP_TYPE_MIN, parse_rtp_columns
+from capture.rtp import classify_payloads, parse_rtp_columns
 from capture.sip import SipMessage, looks_like_sip, parse_message
 
 NS = 1_000_000_000
@@ -45,7 +44,8 @@ NS = 1_000_000_000
 @dataclass(frozen=True, slots=True)
 class TrackerConfig:
     setup_timeout_s: float = 180.0  # no SIP while ringing -> failed
-    media_timeout_s: float = 300.0  # answered, no RTP and no SIP -> ended by timeout
+    media_timeout_s: float = 300.0  # answered, not on hold, no RTP and no SIP -> ended by timeout
+    max_call_s: float = 12 * 3600.0  # any call, held or not, ends after this long without a BYE
     max_calls: int = 100_000  # calls in progress; new INVITEs beyond are counted and ignored
     pending_packets: int = 400_000  # split the pending media log into per-leg spools beyond this
     timeout_check_s: float = 1.0
@@ -66,6 +66,7 @@ class _Leg:
     sources: dict[int, Endpoint] = field(default_factory=dict)
     destinations: dict[int, Endpoint] = field(default_factory=dict)
     rtcp_packets: int = 0
+    zrtp: bool = False  # ZRTP packets seen: the media after them is SRTP
 
 
 @dataclass(slots=True)
@@ -73,6 +74,7 @@ class _Call:
     dialog: CallDialog
     legs: dict[str, _Leg]
     formats: dict[str, dict[int, MediaFormat]]  # receiving side -> its payload formats
+    encrypted: dict[str, bool] = field(default_factory=dict)  # side -> its latest SDP is encrypted
 
 
 class CallTracker:
@@ -105,24 +107,14 @@ class CallTracker:
         finished: list[CapturedCall] = []
         if n == 0:
             return finished
-        buf = np.frombuffer(batch.buffer, dtype=np.uint8)
-        head = row_view(buf, 2)[batch.payload_offsets]
-        b0 = head[:, 0]
-        b1 = head[:, 1]
-        lengths = batch.payload_lengths
-        v2 = (b0 >> 6) == 2
-        rtcp = v2 & (b1 >= RTCP_TYPE_MIN) & (b1 <= RTCP_TYPE_MAX) & (lengths >= 8)
-        rtp = v2 & ~rtcp & (lengths >= 12)
-        text = ((b0 >= 0x41) & (b0 <= 0x5A)) | (b0 == 0x0D) | (b0 == 0x0A)
-        media_rows = np.flatnonzero(rtp | rtcp)
-        text_rows = np.flatnonzero(text)
-        other = n - media_rows.shape[0] - text_rows.shape[0]
-        if other:
-            self.counters["udp_not_sip_or_rtp"] += other
+        kinds = classify_payloads(batch.buffer, batch.payload_offsets, batch.payload_lengths)
+        media_rows, text_rows = kinds.media, kinds.text
+        if kinds.other:
+            self.counters["udp_not_sip_or_rtp"] += kinds.other
         if media_rows.shape[0]:
             media_dst = endpoint_keys(batch.dst_addr[media_rows], batch.dst_port[media_rows])
             media_src = endpoint_keys(batch.src_addr[media_rows], batch.src_port[media_rows])
-            media_is_rtcp = rtcp[media_rows]
+            media_is_rtcp = kinds.rtcp
         else:
             media_dst = media_src = np.zeros(0, dtype=np.uint64)
             media_is_rtcp = np.zeros(0, dtype=np.bool_)
@@ -141,6 +133,8 @@ class CallTracker:
         finished += self._route_range(
             batch, media_rows, media_ts, media_dst, media_src, media_is_rtcp, start, media_rows.shape[0]
         )
+        if kinds.zrtp.shape[0]:  # after the batch's SIP, so that its calls' endpoints are bound
+            self._note_zrtp(batch, kinds.zrtp)
         now = int(batch.ts_ns[-1])
         self._now_ns = max(self._now_ns, now)
         if self._next_check_ns is None or now >= self._next_check_ns:
@@ -148,6 +142,19 @@ class CallTracker:
         if self._pending.count > self.config.pending_packets:
             self._split_pending()
         return finished
+
+    def _note_zrtp(self, batch: DatagramBatch, rows: npt.NDArray[np.int64]) -> None:
+        """ZRTP (RFC 6189) agrees keys inside the media stream, with nothing in the SDP, and the RTP
+        after it is SRTP: a call whose media carries ZRTP is marked encrypted in both directions,
+        so its ciphertext is never decoded into noise."""
+        self.counters["zrtp_packets"] += int(rows.shape[0])
+        dst = endpoint_keys(batch.dst_addr[rows], batch.dst_port[rows])
+        src = endpoint_keys(batch.src_addr[rows], batch.src_port[rows])
+        _, legs = self._correlator.fan_out(self._correlator.resolve(dst, src))
+        for leg_id in np.unique(legs[legs >= 0]).tolist():
+            owner = self._legs.get(int(leg_id))
+            for leg in owner[0].legs.values() if owner is not None else ():
+                leg.zrtp = True
 
     def _route_range(
         self,
@@ -276,6 +283,7 @@ class CallTracker:
                 )
             )
         call.formats[offer.side] = {**call.formats.get(offer.side, {}), **offer.formats}
+        call.encrypted[offer.side] = offer.encrypted
         try:
             rtp_key = endpoint_key(offer.endpoint.address, offer.endpoint.port)
             rtcp_key = endpoint_key(offer.rtcp.address, offer.rtcp.port) if offer.rtcp else None
@@ -423,7 +431,10 @@ class CallTracker:
                 if now_ns - last > setup_ns:
                     d.expire(last, f"timeout: no final response within {self.config.setup_timeout_s:g} s")
                     finished.append(self._finish(call))
-            else:
+            elif now_ns - d.started_ns > int(self.config.max_call_s * NS):
+                d.expire(now_ns, f"timeout: longer than {self.config.max_call_s:g} s without BYE")
+                finished.append(self._finish(call))
+            elif not d.held:  # a hold of any length never ends a call
                 last = max(d.last_sip_ns, self._last_media_ns(call))
                 if now_ns - last > media_ns:
                     d.expire(last, f"timeout: no media or signalling for {self.config.media_timeout_s:g} s")
@@ -461,6 +472,7 @@ class CallTracker:
                 tuple(leg.sources.values()),
                 tuple(leg.destinations.values()),
                 leg.rtcp_packets,
+                encrypted=call.encrypted.get(receiver, False) or leg.zrtp,
             )
             del self._legs[leg.leg_id]
         ended = d.ended_ns if d.ended_ns is not None else max(d.last_sip_ns, self._last_media_ns(call))

@@ -50,6 +50,7 @@ CALL_FIELDS = (
     "codecs",
     "source",
     "error",
+    "not_recorded",
 )
 CSV_FIELDS = (
     "id",
@@ -165,6 +166,7 @@ def call_text(call: dict[str, Any]) -> str:
         "codecs",
         "source",
         "error",
+        "not_recorded",
     ):
         value = call.get(key)
         if value in (None, "", []):

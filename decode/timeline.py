@@ -26,11 +26,9 @@ through a robust fit of ``offset = arrival_ns - ext_ts * 1e9 / clock``:
   window after it holds its punctual successors; a single packet with a wild timestamp
   becomes a stretch of its own, placed by its arrival instead of hours away.
 
-Non-audio packets (RFC 4733 events, comfort noise, FEC) are dropped before any of this, so
-they never move the timeline; each stretch's anchor is kept (``LegTimeline.anchors``) to place
-events and comfort noise on the audio's clock (``decode.events``, ``decode.render``). Gaps (loss,
-hold, silence suppression) stay zeros of the right length; where packets overlap the later
-``ext_seq`` wins.
+Non-audio packets (RFC 4733 events, comfort noise, FEC) and encrypted legs are dropped first, so
+they never move the timeline; stretch anchors (``LegTimeline.anchors``) place events and comfort
+noise on the audio's clock. Gaps stay zeros of the right length; on overlap the later ext_seq wins.
 """
 
 from __future__ import annotations
@@ -49,7 +47,7 @@ from capture.serial import seq_diff, unwrap_seq, unwrap_ts
 from decode.codecs import decoder_for, format_for, is_audio_format
 from decode.codecs.base import AudioDecoder
 from decode.events import Anchor
-from decode.quality import rfc3550_jitter as _rfc3550_jitter
+from decode.quality import rfc3550_jitter
 from decode.resample import resample
 
 I16 = npt.NDArray[np.int16]
@@ -78,9 +76,8 @@ class LegStats:
 
     Sequence accounting covers every packet of the leg (events share the audio's sequence
     space). ``lost`` is ``expected - received`` over unique packets (RFC 3550 counts copies as
-    received, which can make its figure negative). ``late``: arrived after a higher
-    ``ext_seq``. ``filtered``: packets not placed, by reason (``non_audio:telephone-event``,
-    ``unknown_pt:96``, ``no_decoder:opus/48000``, ``empty_payload``). Jitter is RFC 3550's.
+    received, which can make its figure negative). ``late``: arrived after a higher ``ext_seq``.
+    ``filtered``: packets not placed, by reason (``non_audio:telephone-event``, ``encrypted``, ...).
     """
 
     packets: int = 0
@@ -95,8 +92,8 @@ class LegStats:
     segments: int = 0
     reanchors: int = 0
     decode_errors: int = 0  # packets the codec could not decode (silence of their length instead)
-    concealed: int = 0  # losses filled by the decoder (Opus: FEC repair or concealment)
-    repaired: int = 0  # of those, rebuilt from the next packet's in-band FEC
+    concealed: int = 0  # losses filled by the decoder (Opus: FEC repair or concealment)...
+    repaired: int = 0  # ...of which rebuilt from the next packet's in-band FEC
     drift_ppm: float = 0.0  # sender's clock against the capture's (longest stretch): > 0 runs fast
     drift_steps: int = 0
     first_media_ns: int | None = None
@@ -214,11 +211,14 @@ def analyse_leg(leg: CapturedLeg | None, direction: str = "") -> LegTimeline:
 
 
 def _audio_packets(leg: CapturedLeg) -> tuple[npt.NDArray[np.bool_], I64, dict[str, int]]:
-    """Which packets carry decodable audio, each packet's RTP clock, and why the rest do not."""
+    """Which packets carry decodable audio, each packet's RTP clock, and why the rest do not
+    (an encrypted leg's payloads are ciphertext: decoding them would only make noise)."""
     pts = leg.packets.payload_type
     clocks = np.zeros(pts.shape[0], dtype=np.int64)
     keep = np.zeros(pts.shape[0], dtype=np.bool_)
     filtered: dict[str, int] = {}
+    if leg.encrypted:
+        return keep, clocks, {"encrypted": int(pts.shape[0])} if pts.shape[0] else {}
     values, counts = np.unique(pts, return_counts=True)
     for pt, count in zip(values.tolist(), counts.tolist(), strict=True):
         fmt = format_for(pt, leg.formats)
@@ -386,7 +386,7 @@ def _analyse_segment(seg: RtpPackets, clock_hz: int, leg: CapturedLeg, acc: _Acc
     # RFC 3550 interarrival jitter in arrival order, not across a re-anchoring.
     arrival_stretch = np.searchsorted(break_seqs, ext_seq[arrival_unique], side="right")
     transit_step = np.diff(arrival_ns).astype(np.float64) - np.diff(arrival_ts) * (NS / clock_hz)
-    acc.jitter.append(_rfc3550_jitter(np.abs(transit_step[np.diff(arrival_stretch) == 0])))
+    acc.jitter.append(rfc3550_jitter(np.abs(transit_step[np.diff(arrival_stretch) == 0])))
 
     # Decode runs of one payload type, in ext_seq order, with one decoder per type per segment.
     ordered = seg.select(unique)

@@ -4,6 +4,7 @@
 #   sudo bash pcaps/make_lab_captures.sh              # everything (about 4.5 minutes)
 #   sudo bash pcaps/make_lab_captures.sh g711         # only the G.711 calls + the demo call (1.5 min)
 #   sudo bash pcaps/make_lab_captures.sh codecs       # only the codec set of lab/codecs/ (3 min)
+#   sudo bash pcaps/make_lab_captures.sh scenarios    # only the hard scenarios of lab/scenarios/ (3 min)
 #   LAB_DIR=/path/to/shared/lab sudo -E bash pcaps/make_lab_captures.sh
 #   KEEP_WORK=1 sudo -E bash pcaps/make_lab_captures.sh codecs   # keep the lab's full output
 #
@@ -22,8 +23,14 @@
 #                              (tests/test_lab_codecs.py; a folder of their own, because
 #                              tests/test_lab_calls.py and test_tshark_crosscheck.py take every
 #                              lab/*.json and hold it to G.711 thresholds)
+#   lab/scenarios/NAME.pcap, NAME.json, NAME/A_sent.wav, NAME/B_sent.wav, and SHA256SUMS of them all
+#                              the lab's hard scenarios, short: hold, SIP over TCP, VLAN-tagged
+#                              mirror, fragmented INVITE, impaired uplink (call.sh), early media,
+#                              SSRC change, codec change (sipp-call.sh; there X_sent.wav is the
+#                              decoded payload of the RTP X played). Not part of the default run.
 # Then every capture is checked with the lab's verify.py (tshark: SIP flow, RTP both ways, audio,
-# and the scenario checks: the impairer's drops and the DTMF digits on the wire).
+# and the scenario checks: the impairer's drops, the DTMF digits, hold re-INVITEs, TCP, VLAN tags,
+# fragments, early media, SSRC / codec switches on the wire).
 #
 # Real calls are not byte-reproducible (Call-IDs, SSRCs, ports and timings change on every run);
 # the tests take everything they compare from NAME.json, so re-made captures pass the same tests.
@@ -38,12 +45,14 @@ die() { echo "make_lab_captures.sh: $*" >&2; exit 1; }
 SETS=("$@")
 [ ${#SETS[@]} -gt 0 ] || SETS=(g711 codecs)
 for s in "${SETS[@]}"; do
-    case "$s" in g711|codecs) ;; *) die "unknown set '$s' (g711, codecs)" ;; esac
+    case "$s" in g711|codecs|scenarios) ;; *) die "unknown set '$s' (g711, codecs, scenarios)" ;; esac
 done
 want() { local s; for s in "${SETS[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 [ "$(id -u)" = 0 ] || die "run as root (the lab builds network namespaces)"
 [ -x "$LAB_DIR/call.sh" ] || [ -f "$LAB_DIR/call.sh" ] || die "no lab at $LAB_DIR (set LAB_DIR)"
-for tool in baresip tcpdump tshark espeak-ng sox; do
+tools=(baresip tcpdump tshark espeak-ng sox)
+if want scenarios; then tools+=(sipp); fi
+for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null || die "$tool is missing: bash $LAB_DIR/install.sh"
 done
 # the namespaces have fixed names: one lab call per machine at a time
@@ -63,6 +72,14 @@ call() {  # CODEC SECONDS NAME [VAR=value ...]  (call.sh's scenario options, e.g
     shift 3
     echo "== $name: $codec call, $seconds s${*:+ ($*)}"
     env LAB_OUT="$WORK" "$@" bash "$LAB_DIR/call.sh" "$codec" "$seconds" "$name"
+    python3 "$LAB_DIR/verify.py" "$WORK/$name.pcap"
+}
+
+sipp_call() {  # MODE SECONDS NAME [VAR=value ...]  (sipp-call.sh's options, e.g. EARLY_S=4)
+    local mode=$1 seconds=$2 name=$3
+    shift 3
+    echo "== $name: SIPp $mode call, $seconds s${*:+ ($*)}"
+    env LAB_OUT="$WORK" "$@" bash "$LAB_DIR/sipp-call.sh" "$mode" "$seconds" "$name"
     python3 "$LAB_DIR/verify.py" "$WORK/$name.pcap"
 }
 
@@ -102,6 +119,33 @@ if want codecs; then
     (cd "$HERE/lab/codecs" && sha256sum -- *.pcap *.json */*.wav >SHA256SUMS)
 fi
 
+if want scenarios; then
+    # short versions of the lab's hard scenarios (../shared/lab/README.md, "Hard scenarios");
+    # times are seconds after call establishment (call.sh) or after the ACK (sipp-call.sh)
+    # alice holds at +5 s (re-INVITE a=sendonly), resumes at +12 s (re-INVITE a=sendrecv)
+    call PCMU 18 sc_hold_pcmu_18s HOLD=5-12
+    # every SIP message on one TCP connection (sip:bob@...;transport=tcp)
+    call PCMA 12 sc_tcp_pcma_12s TRANSPORT=tcp
+    # the mirror copy (only it) leaves the SPAN port 802.1Q-tagged, VLAN 100
+    call PCMU 12 sc_vlan_pcmu_12s VLAN=100
+    # path MTU 576 on both UAs: INVITE and 200 OK leave as IPv4 fragments
+    call PCMU 12 sc_frag_pcmu_12s MTU=576
+    # alice's uplink (A->B, SIP included): loss 3 %, reorder 10 %, delay 40 ms +- 20 ms, seed 1
+    call PCMU 15 sc_impair_pcmu_15s "IMPAIR=loss=3% reorder=10% delay=40ms jitter=20ms" IMPAIR_SEED=1
+    # SIPp: 183 with SDP and B->A RTP at once, 200 OK 4 s later, A->B RTP after the ACK
+    sipp_call early 12 sc_early_pcmu_12s CODEC=PCMU EARLY_S=4
+    # SIPp: at +6 s both directions go on with a new SSRC and new seq / timestamp bases, no SIP
+    sipp_call ssrcchange 12 sc_ssrcchange_pcmu_12s CODEC=PCMU SWITCH_AT=6
+    # SIPp: at +6 s alice re-INVITEs with PCMA only; both directions switch PT 0 -> 8, same SSRC
+    sipp_call codecchange 12 sc_codecchange_12s CODEC=PCMU CODEC2=PCMA SWITCH_AT=6
+    for name in sc_hold_pcmu_18s sc_tcp_pcma_12s sc_vlan_pcmu_12s sc_frag_pcmu_12s \
+        sc_impair_pcmu_15s sc_early_pcmu_12s sc_ssrcchange_pcmu_12s sc_codecchange_12s; do
+        keep_lab "$name" scenarios
+    done
+    (cd "$HERE/lab/scenarios" && sha256sum -- *.pcap *.json */*.wav >SHA256SUMS)
+fi
+
 echo "== done:"
 if want g711; then ls -l "$HERE/lab"/*.pcap "$HERE/lab"/*.json "$HERE/lab"/lab_*/ "$HERE/demo/01-lab-call-pcma-8s.pcap"; fi
 if want codecs; then ls -l "$HERE/lab/codecs" "$HERE/lab/codecs"/*/; fi
+if want scenarios; then ls -l "$HERE/lab/scenarios" "$HERE/lab/scenarios"/*/; fi

@@ -60,7 +60,12 @@ INFO_COUNTERS = frozenset(
         "calls_finished",
         "rtp_adopted_before_sdp",
         "rtp_peers_learned",
-        "rtp_endpoint_shared",  # tracker
+        "rtp_endpoint_shared",
+        "zrtp_packets",  # tracker
+        "tcp_segments",
+        "tcp_out_of_order",
+        "tcp_retransmission",
+        "tcp_resync",  # SIP over TCP
     }
 )
 
@@ -133,6 +138,7 @@ class _Importer:
         rendered: RenderedCall | None = None
         stored = None
         error = None
+        why = None
         try:
             rendered = render_call(call)
             if rendered.samples.shape[0] > 0:
@@ -140,15 +146,16 @@ class _Importer:
                 stored = self.recordings.write(
                     name, wav_chunks(rendered.samples, rendered.sample_rate_hz), sync=False
                 )
-            else:
-                self.report.not_recorded["no media"] += 1
+            why = not_recorded_reason(call, recorded=stored is not None)
         except Exception as exc:  # one broken call never stops the others
             error = f"{type(exc).__name__}: {exc}"
             self.report.failed += 1
-            self.report.not_recorded["processing failed"] += 1
+            why = "processing failed"
         if stored is not None:
             self.report.recorded += 1
-        row = call_row(call, rendered, stored, source=source, error=error)
+        else:
+            self.report.not_recorded[why or "no media"] += 1
+        row = call_row(call, rendered, stored, source=source, error=error, not_recorded=why)
         self._rows.append((row, leg_rows(call, rendered), event_rows(call, rendered)))
         if len(self._rows) >= CATALOGUE_BATCH:
             self._flush_rows()
@@ -169,6 +176,16 @@ class _Importer:
     def close(self) -> None:
         self._flush_rows()
         self.catalogue.close()
+
+
+def not_recorded_reason(call: CapturedCall, *, recorded: bool) -> str | None:
+    """Why a call has no recording, or a silent channel; ``None`` when both sides were recorded."""
+    encrypted = [d for d, leg in call.legs.items() if leg.encrypted and len(leg.packets)]
+    if not recorded:
+        return "media encrypted: cannot record" if encrypted else "no media"
+    if encrypted:
+        return f"{', '.join(encrypted)} media encrypted: cannot record (silent channel)"
+    return None
 
 
 def recording_name(call: CapturedCall, suffix: str = ".wav") -> str:

@@ -67,6 +67,7 @@ def call_row(
     *,
     source: str,
     error: str | None,
+    not_recorded: str | None = None,
 ) -> Row:
     return {
         "call_id": call.call_id,
@@ -89,6 +90,7 @@ def call_row(
         "codecs": ",".join(call_codecs(call)),
         "source": source,
         "error": error,
+        "not_recorded": not_recorded,
         "recording_path": stored.relative_path if stored else None,
         "recording_bytes": stored.bytes if stored else None,
         "recording_sha256": stored.sha256 if stored else None,

@@ -34,6 +34,7 @@ CALL_COLUMNS = (
     "caller_uri", "callee_uri", "request_uri", "caller_display", "callee_display", "direction", "state",
     "end_reason", "final_status", "codecs", "source", "error", "recording_path", "recording_bytes",
     "recording_sha256", "sample_rate", "channels", "recording_seconds", "recording_started_at", "imported_at",
+    "not_recorded",
 )  # fmt: skip
 LEG_COLUMNS = (
     "direction", "codec", "packets", "expected", "lost", "duplicates", "late", "ssrc", "src", "dst",
@@ -384,10 +385,12 @@ _V1 = sql_migration(
 # v2: per-leg E-model MOS estimate (decode.quality, ITU-T G.107); NULL for legs without audio or
 # of a codec without planning values, and for calls recorded before it.
 _V2 = sql_migration("ALTER TABLE legs ADD COLUMN mos REAL")
+_V3 = sql_migration("ALTER TABLE calls ADD COLUMN not_recorded TEXT")
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "calls, legs, events, search indexes", _V1),
     Migration(2, "legs: mos (E-model estimate)", _V2),
+    Migration(3, "calls: not_recorded (why a call has no recording, or a silent channel)", _V3),
 )
 """Every migration, in order. Append new ones; the newest id is the schema version."""
 

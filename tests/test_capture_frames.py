@@ -30,7 +30,9 @@ PER_FRAME = {
     "truncated",
     "not_ip",
     "bad_ip_header",
-    "tcp",
+    "tcp",  # TCP without a SIP stream reassembler
+    "tcp_segments",  # TCP handed to the SIP stream reassembler
+    "bad_tcp_header",
     "not_udp",
     "bad_udp_header",
     "ip_fragment_pending",
@@ -286,7 +288,8 @@ def test_ipv6_extension_headers() -> None:
     ]
     got, counters = both_paths([make_batch(frames)])
     assert [(r[0], r[4], r[7]) for r in got] == [(1, 7, b"ext"), (2, 9, b"ah"), (3, 11, b"atomic")]
-    assert counters == Counter(udp_datagrams=3, not_udp=3, bad_ip_header=1, tcp=1)
+    # the TCP "segment" is a UDP header under protocol 6: data offset 0, a malformed TCP header
+    assert counters == Counter(udp_datagrams=3, not_udp=3, bad_ip_header=1, bad_tcp_header=1)
 
 
 def test_skipped_frames_are_counted_by_reason() -> None:
@@ -314,7 +317,9 @@ def test_skipped_frames_are_counted_by_reason() -> None:
     ]
     got, counters = both_paths([make_batch(frames)])
     assert got == []
-    assert counters == Counter(not_ip=4, tcp=1, not_udp=1, bad_ip_header=6, truncated=5, bad_udp_header=3)
+    assert counters == Counter(
+        not_ip=4, bad_tcp_header=1, not_udp=1, bad_ip_header=6, truncated=5, bad_udp_header=3
+    )
 
 
 def test_ethernet_trailer_padding_and_fcs_are_not_payload() -> None:

@@ -38,6 +38,7 @@ CALL_KEYS = {
     "codecs",
     "source",
     "error",
+    "not_recorded",
     "legs",
     "recording",
 }

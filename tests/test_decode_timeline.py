@@ -14,7 +14,8 @@ import pytest
 from capture.calls import CALLER_TO_CALLEE, CapturedLeg
 from capture.media import LegSpool, MediaFormat, RtpPackets
 from decode.codecs.g711 import ALAW_TABLE, ULAW_TABLE
-from decode.timeline import _rfc3550_jitter, analyse_leg
+from decode.quality import rfc3550_jitter as _rfc3550_jitter
+from decode.timeline import analyse_leg
 
 MS = 1_000_000
 S = 1_000_000_000
