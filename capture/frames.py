@@ -54,6 +54,7 @@ from capture.packets import (
     PacketBatch,
 )
 from capture.tcpstream import SipStreams
+from capture.tunnels import IP_TUNNEL_PROTOS, UDP_TUNNEL_PORTS
 
 I64 = npt.NDArray[np.int64]
 _T = TypeVar("_T", bound=np.generic)
@@ -65,6 +66,10 @@ _PAD = bytes(BUFFER_PADDING)
 
 # Verdict codes of the vectorized path.
 OK, SLOW = 0, 1
+# Tunnelled and SIP-over-TCP frames take the scalar path (capture.tunnels, capture.tcpstream).
+_TUNNEL_PROTOS = np.array(sorted(IP_TUNNEL_PROTOS), dtype=np.uint8)
+_TUNNEL_PORTS = np.array(sorted(UDP_TUNNEL_PORTS), dtype=np.int64)
+
 _REASONS = (
     "",
     "",
@@ -319,11 +324,12 @@ def _vector(batch: PacketBatch) -> tuple[I64, _Columns]:
             total4 > avail,
             ihl != 20,
             (ip16[:, 3] & 0x3FFF) != 0,
-            proto4 == PROTO_TCP,
+            (proto4 == PROTO_TCP) | np.isin(proto4, _TUNNEL_PROTOS),
             proto4 != PROTO_UDP,
             (room4 < 8) | (ulen4 < 8) | (ulen4 > room4),
+            np.isin(be16(22), _TUNNEL_PORTS),
         ],
-        [TRUNCATED, BAD_IP, TRUNCATED, SLOW, SLOW, SLOW, NOT_UDP, BAD_UDP],
+        [TRUNCATED, BAD_IP, TRUNCATED, SLOW, SLOW, SLOW, NOT_UDP, BAD_UDP, SLOW],
         OK,
     )  # TCP: SIP streams
     if bool(is4.all()):
@@ -339,11 +345,12 @@ def _vector(batch: PacketBatch) -> tuple[I64, _Columns]:
                 ver != 6,
                 room6 + 40 > avail,
                 np.isin(nh, list(IPV6_EXTENSIONS)),
-                nh == PROTO_TCP,
+                (nh == PROTO_TCP) | np.isin(nh, _TUNNEL_PROTOS),
                 nh != PROTO_UDP,
                 (room6 < 8) | (ulen6 < 8) | (ulen6 > room6),
+                np.isin(be16(42), _TUNNEL_PORTS),
             ],
-            [TRUNCATED, BAD_IP, TRUNCATED, SLOW, SLOW, NOT_UDP, BAD_UDP],
+            [TRUNCATED, BAD_IP, TRUNCATED, SLOW, SLOW, NOT_UDP, BAD_UDP, SLOW],
             OK,
         )
         code = np.where(code != OK, code, np.where(is4, v4, v6))

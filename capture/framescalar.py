@@ -28,6 +28,7 @@ from __future__ import annotations
 import collections
 import struct
 
+from capture.errors import ParseError
 from capture.ipfrag import Reassembler
 from capture.packets import (
     IPV4_MAPPED_PREFIX,
@@ -41,6 +42,15 @@ from capture.packets import (
     LINKTYPE_RAW,
 )
 from capture.tcpstream import SipStreams
+from capture.tunnels import (
+    IP_TUNNEL_PROTOS,
+    MAX_DEPTH,
+    UDP_TUNNEL_PORTS,
+    HepDatagram,
+    Inner,
+    decapsulate_ip,
+    decapsulate_udp,
+)
 
 VLAN_TAGS = frozenset((0x8100, 0x88A8, 0x9100))
 ETHERTYPE_IPV4 = 0x0800
@@ -87,6 +97,8 @@ class FrameParser:
         self.streams = streams  # SIP over TCP: complete messages come out as datagrams
         self.tcp_messages: list[Datagram] = []  # more complete messages of the last frame parsed
         self._ts_ns = 0
+        self._depth = 0  # tunnels decapsulated around the packet being parsed
+        self._detached = False  # the packet being parsed lies in a reassembled payload
 
     def parse(self, buf: bytes, off: int, caplen: int, linktype: int, ts_ns: int) -> Datagram | None:
         """The datagram in ``buf[off:off+caplen]``; ``None`` when the frame is counted instead.
@@ -249,6 +261,41 @@ class FrameParser:
             pos += size
         return self._upper(nh, buf, pos, stop, src, dst, vlan, reassembled)
 
+    def _inner(self, inner: Inner, buf: bytes, vlan: int, detached: bool) -> Datagram | None:
+        """Parse the packet a tunnel carries (GRE/ERSPAN, IP-in-IP, VXLAN...) as if captured."""
+        if self._depth >= MAX_DEPTH:
+            self._drop("tunnel_depth")
+            return None
+        self.counters[f"decapsulated_{inner.encap}"] += 1
+        saved = self._detached
+        self._depth += 1
+        self._detached = detached
+        try:
+            if inner.kind == "ethernet":
+                version, hdr, inner_vlan = self._link(
+                    buf, inner.offset, inner.end - inner.offset, LINKTYPE_ETHERNET
+                )
+                l3, vlan = inner.offset + hdr, vlan if vlan >= 0 else inner_vlan
+            else:
+                version, l3 = (4 if inner.kind == "ipv4" else 6), inner.offset
+            if version == 4:
+                return self._ipv4(buf, l3, inner.end - l3, vlan, self._ts_ns)
+            if version == 6:
+                return self._ipv6(buf, l3, inner.end - l3, vlan, self._ts_ns)
+            return None
+        finally:
+            self._depth -= 1
+            self._detached = saved
+
+    def _hep(self, hep: HepDatagram, vlan: int) -> Datagram | None:
+        """A datagram a HEP capture agent sent us (its own addresses, ports and payload)."""
+        self.counters["decapsulated_hep"] += 1
+        if hep.transport != PROTO_UDP:
+            self._drop("hep_not_udp")
+            return None
+        payload = bytes(hep.payload)
+        return hep.src, hep.dst, hep.src_port, hep.dst_port, 0, len(payload), payload, vlan
+
     def _tcp(self, buf: bytes, start: int, stop: int, src: bytes, dst: bytes, vlan: int) -> Datagram | None:
         """Feed a TCP segment to the SIP stream reassembler; a message it completes becomes a
         datagram (its payload detached), as if it had come over UDP."""
@@ -271,6 +318,15 @@ class FrameParser:
     ) -> Datagram | None:
         """The UDP datagram in ``buf[start:stop]``. ``detached``: ``buf`` is a reassembled payload,
         not the frame buffer, so the datagram carries its payload bytes."""
+        detached = detached or self._detached
+        if proto in IP_TUNNEL_PROTOS:
+            try:
+                inner = decapsulate_ip(proto, buf, start, stop)
+            except ParseError as exc:
+                self._drop(exc.reason)
+                return None
+            if inner is not None:
+                return self._inner(inner, buf, vlan, detached)
         if proto == PROTO_TCP and self.streams is not None:
             return self._tcp(buf, start, stop, src, dst, vlan)
         if proto != PROTO_UDP:
@@ -282,6 +338,16 @@ class FrameParser:
             self._drop("bad_udp_header")
             return None
         sport, dport = _U16(buf, start)[0], _U16(buf, start + 2)[0]
+        if dport in UDP_TUNNEL_PORTS:
+            try:
+                tunnelled = decapsulate_udp(sport, dport, buf, start + 8, start + ulen)
+            except ParseError as exc:
+                self._drop(exc.reason)
+                return None
+            if isinstance(tunnelled, Inner):
+                return self._inner(tunnelled, buf, vlan, detached)
+            if isinstance(tunnelled, HepDatagram):
+                return self._hep(tunnelled, vlan)
         self.counters["udp_datagrams"] += 1
         if detached:
             payload = bytes(buf[start + 8 : start + ulen])

@@ -127,7 +127,7 @@ class _Importer:
         for counters in (frames.counters, tracker.counters):
             for key, value in counters.items():
                 self.report.counters[key] += value
-                if key not in INFO_COUNTERS and value:
+                if key not in INFO_COUNTERS and not key.startswith("decapsulated_") and value:
                     self.report.skipped_packets[key] += value
 
     def _save(self, call: CapturedCall, source: str) -> None:
