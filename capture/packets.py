@@ -88,12 +88,6 @@ class DatagramBatch:
         start = int(self.payload_offsets[i])
         return self.buffer[start : start + int(self.payload_lengths[i])]
 
-    def src_keys(self) -> npt.NDArray[np.uint64]:
-        return endpoint_keys(self.src_addr, self.src_port)
-
-    def dst_keys(self) -> npt.NDArray[np.uint64]:
-        return endpoint_keys(self.dst_addr, self.dst_port)
-
 
 def endpoint_keys(addr: npt.NDArray[np.uint8], port: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64]:
     """64-bit endpoint keys for rows of 16-byte addresses and ports (see module docstring)."""

@@ -101,13 +101,6 @@ def parse_rtp(data: bytes) -> RtpHeader:
     )
 
 
-def _gather_rows(
-    buf: npt.NDArray[np.uint8], starts: npt.NDArray[np.int64], width: int
-) -> npt.NDArray[np.uint8]:
-    """Rows of ``width`` bytes starting at each offset (a copy; the buffer must be padded)."""
-    return row_view(buf, width)[starts]
-
-
 def parse_rtp_columns(
     buffer: bytes,
     offsets: npt.NDArray[np.int64],
@@ -124,7 +117,7 @@ def parse_rtp_columns(
     if n == 0:
         return RtpPackets.empty(), np.zeros(0, dtype=np.bool_)
     buf = np.frombuffer(buffer, dtype=np.uint8)
-    raw = _gather_rows(buf, offsets, RTP_HEADER_LEN)  # (n, 12) uint8, C-contiguous
+    raw = row_view(buf, RTP_HEADER_LEN)[offsets]  # (n, 12) uint8, C-contiguous
     b0 = raw[:, 0].astype(np.int64)
     b1 = raw[:, 1].astype(np.int64)
     cc = b0 & 0x0F

@@ -206,14 +206,26 @@ def loss_bursts(packets: RtpPackets, limit: int = MAX_LOSS_BURSTS) -> list[LossB
     return bursts[:limit]
 
 
-def main_codec(leg: CapturedLeg) -> str:
-    """The leg's most used audio encoding (telephone-events and comfort noise left out), or ``""``."""
+def leg_codecs(leg: CapturedLeg) -> list[str]:
+    """The leg's audio encodings, most used first: RFC 4733 events, comfort noise, FEC and other
+    non-audio payloads left out (as the codec registry defines audio); an unknown payload type is
+    named ``PT<n>``."""
+    if len(leg.packets) == 0:
+        return []
     types, counts = np.unique(leg.packets.payload_type, return_counts=True)
+    names: list[str] = []
     for pt in types[np.argsort(-counts, kind="stable")].tolist():
         fmt = format_for(int(pt), leg.formats)
-        if fmt is not None and is_audio_format(fmt):
-            return fmt.encoding
-    return ""
+        name = fmt.encoding if fmt is not None else f"PT{pt}"
+        if (fmt is None or is_audio_format(fmt)) and name not in names:
+            names.append(name)
+    return names
+
+
+def main_codec(leg: CapturedLeg) -> str:
+    """The leg's most used audio encoding, or ``""``."""
+    codecs = leg_codecs(leg)
+    return codecs[0] if codecs else ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ import numpy as np
 
 from capture.calls import CALLER_TO_CALLEE, LEG_DIRECTIONS, CapturedCall, CapturedLeg
 from decode.events import DtmfEvent, call_dtmf_events
-from decode.quality import loss_bursts
+from decode.quality import leg_codecs, loss_bursts
 from decode.render import RenderedCall
 from store.catalogue import iso_from_ns
 from store.recordings import StoredFile
@@ -26,18 +26,7 @@ def _iso(ns: int | None) -> str | None:
 
 def leg_codec(leg: CapturedLeg) -> str:
     """Encoding names of the leg's audio payload types, most used first (e.g. "PCMU")."""
-    if len(leg.packets) == 0:
-        return ""
-    types, counts = np.unique(leg.packets.payload_type, return_counts=True)
-    names = []
-    for pt in types[np.argsort(-counts, kind="stable")].tolist():
-        fmt = leg.formats.get(pt)
-        name = fmt.encoding if fmt else f"PT{pt}"
-        if fmt and fmt.encoding.lower() in ("telephone-event", "cn"):
-            continue
-        if name not in names:
-            names.append(name)
-    return ",".join(names)
+    return ",".join(leg_codecs(leg))
 
 
 def ssrc_text(leg: CapturedLeg) -> str:
@@ -54,9 +43,7 @@ def call_codecs(call: CapturedCall) -> list[str]:
         leg = call.legs.get(direction)
         if leg is None:
             continue
-        for name in leg_codec(leg).split(","):
-            if name and name not in names:
-                names.append(name)
+        names += [name for name in leg_codecs(leg) if name not in names]
     return names
 
 
