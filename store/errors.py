@@ -30,3 +30,28 @@ class InvalidArgument(StoreError, ValueError):
 
 class SchemaError(StoreError):
     """The catalogue's schema cannot be used by this version (e.g. it is newer)."""
+
+
+class KeyMissing(StoreError):
+    """A key that is needed is not there: no recording key yet, a key file that does not exist,
+    or a recording sealed with a key that none of the given key files holds."""
+
+
+class WrongPassphrase(StoreError):
+    """A compliance key file does not open with the passphrase given."""
+
+
+class TamperedError(IntegrityError):
+    """Sealed or signed bytes fail authentication: altered, truncated, reordered or swapped."""
+
+
+class AccessDenied(StoreError):
+    """The user's role (or their queues and extensions) does not allow what they asked for."""
+
+
+class AuditTampered(IntegrityError):
+    """The audit trail fails verification: an entry was changed, removed or reordered."""
+
+
+class AlreadyPurged(StoreError):
+    """The call's recording was destroyed by retention (crypto-shredded): it cannot be held."""

@@ -6,6 +6,8 @@ Layout::
     <home>/recordings/YYYY/MM/DD/<id>.wav    finished recordings, by the call's UTC start date
     <home>/spool/                            per-call spools of the live recorder
     <home>/tmp/                              temp files of atomic writes (same filesystem)
+    <home>/keys/                             recording public keys, the appliance's signing key
+    <home>/audit.head                        the audit trail's last signed head (outside SQLite)
 
 Every directory the store creates has mode 0700: recordings are personal data.
 """
@@ -24,6 +26,8 @@ CATALOGUE_NAME = "catalogue.db"
 RECORDINGS_DIR = "recordings"
 SPOOL_DIR = "spool"
 TMP_DIR = "tmp"
+KEYS_DIR = "keys"
+AUDIT_HEAD = "audit.head"
 DIR_MODE = 0o700
 
 
@@ -80,6 +84,16 @@ class Home:
     def tmp(self) -> Path:
         """Temp files of atomic writes; on the same filesystem as the recordings."""
         return self.root / TMP_DIR
+
+    @property
+    def keys(self) -> Path:
+        """The appliance's keys: recording public keys and the signing key pair."""
+        return self.root / KEYS_DIR
+
+    @property
+    def audit_head(self) -> Path:
+        """The last signed head of the audit trail, kept outside the catalogue."""
+        return self.root / AUDIT_HEAD
 
     def directories(self) -> tuple[Path, ...]:
         """Every directory of the layout, root first."""

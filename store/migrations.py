@@ -5,8 +5,8 @@ Migrations are recorded in ``schema_migrations`` (id, name, applied_at).
 
 Each :class:`Migration` runs once, in order, inside its own ``BEGIN IMMEDIATE`` transaction
 together with the row that records it, so a failure leaves neither half behind and two processes
-opening a new catalogue at once do not both apply it. Later issues append to :data:`MIGRATIONS`;
-never edit or renumber one that has shipped.
+opening a new catalogue at once do not both apply it. The schema's steps themselves are in
+:mod:`store.schema`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ CALL_COLUMNS = (
     "caller_uri", "callee_uri", "request_uri", "caller_display", "callee_display", "direction", "state",
     "end_reason", "final_status", "codecs", "source", "error", "recording_path", "recording_bytes",
     "recording_sha256", "sample_rate", "channels", "recording_seconds", "recording_started_at", "imported_at",
-    "not_recorded",
+    "not_recorded", "queue", "notes", "recording_uuid", "key_fingerprint", "plaintext_sha256",
+    "signed_metadata", "signature", "signing_key", "retention_class", "expires_ns", "expires_at",
 )  # fmt: skip
 LEG_COLUMNS = (
     "direction", "codec", "packets", "expected", "lost", "duplicates", "late", "ssrc", "src", "dst",
@@ -261,137 +262,3 @@ def _check_sequence(migrations: Sequence[Migration]) -> None:
     ids = [migration.id for migration in migrations]
     if ids != list(range(1, len(ids) + 1)):
         raise SchemaError(f"internal error: migration ids must be 1..n in order, got {ids}")
-
-
-_FTS_COLUMNS = "caller, callee, caller_display, callee_display, request_uri"
-_NUMBER_COLUMNS = "caller, callee"
-
-
-def _new(columns: str) -> str:
-    return ", ".join(f"new.{name.strip()}" for name in columns.split(","))
-
-
-def _old(columns: str) -> str:
-    return ", ".join(f"old.{name.strip()}" for name in columns.split(","))
-
-
-_V1 = sql_migration(
-    """
-    CREATE TABLE calls (
-        id INTEGER PRIMARY KEY,
-        call_id TEXT NOT NULL,
-        started_at TEXT NOT NULL,
-        answered_at TEXT,
-        ended_at TEXT,
-        started_ns INTEGER NOT NULL,
-        duration_s REAL,
-        caller TEXT,
-        callee TEXT,
-        caller_uri TEXT,
-        callee_uri TEXT,
-        request_uri TEXT,
-        caller_display TEXT,
-        callee_display TEXT,
-        direction TEXT NOT NULL DEFAULT 'unknown',
-        state TEXT,
-        end_reason TEXT,
-        final_status INTEGER,
-        codecs TEXT,
-        source TEXT,
-        error TEXT,
-        recording_path TEXT,
-        recording_bytes INTEGER,
-        recording_sha256 TEXT,
-        sample_rate INTEGER,
-        channels INTEGER,
-        recording_seconds REAL,
-        recording_started_at TEXT,
-        imported_at TEXT NOT NULL
-    )
-    """,
-    # the unique key of a call; also serves lookups by call_id alone (leftmost column)
-    "CREATE UNIQUE INDEX calls_call_id_started ON calls (call_id, started_ns)",
-    "CREATE INDEX calls_started ON calls (started_ns)",
-    "CREATE INDEX calls_caller ON calls (caller)",
-    "CREATE INDEX calls_callee ON calls (callee)",
-    "CREATE INDEX calls_state ON calls (state, started_ns)",
-    """
-    CREATE TABLE legs (
-        id INTEGER PRIMARY KEY,
-        call INTEGER NOT NULL REFERENCES calls (id) ON DELETE CASCADE,
-        direction TEXT NOT NULL,
-        codec TEXT,
-        packets INTEGER,
-        expected INTEGER,
-        lost INTEGER,
-        duplicates INTEGER,
-        late INTEGER,
-        ssrc TEXT,
-        src TEXT,
-        dst TEXT,
-        first_media_at TEXT,
-        last_media_at TEXT,
-        max_gap_ms REAL,
-        jitter_mean_ms REAL,
-        jitter_max_ms REAL,
-        rtcp_packets INTEGER
-    )
-    """,
-    "CREATE INDEX legs_call ON legs (call)",
-    """
-    CREATE TABLE events (
-        id INTEGER PRIMARY KEY,
-        call INTEGER NOT NULL REFERENCES calls (id) ON DELETE CASCADE,
-        ts_ns INTEGER NOT NULL,
-        at TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        summary TEXT NOT NULL DEFAULT '',
-        sender TEXT NOT NULL DEFAULT '',
-        detail TEXT NOT NULL DEFAULT ''
-    )
-    """,
-    "CREATE INDEX events_call ON events (call, ts_ns)",
-    # words of names and URIs (text search), external content kept in sync by triggers
-    f"CREATE VIRTUAL TABLE calls_fts USING fts5({_FTS_COLUMNS}, content='calls', content_rowid='id')",
-    # trigrams of numbers: indexed substring search for number queries of 3+ characters
-    f"CREATE VIRTUAL TABLE calls_numbers USING fts5({_NUMBER_COLUMNS}, content='calls', content_rowid='id', "
-    "tokenize='trigram')",
-    f"""
-    CREATE TRIGGER calls_search_ai AFTER INSERT ON calls BEGIN
-        INSERT INTO calls_fts (rowid, {_FTS_COLUMNS}) VALUES (new.id, {_new(_FTS_COLUMNS)});
-        INSERT INTO calls_numbers (rowid, {_NUMBER_COLUMNS}) VALUES (new.id, {_new(_NUMBER_COLUMNS)});
-    END
-    """,
-    f"""
-    CREATE TRIGGER calls_search_ad AFTER DELETE ON calls BEGIN
-        INSERT INTO calls_fts (calls_fts, rowid, {_FTS_COLUMNS})
-            VALUES ('delete', old.id, {_old(_FTS_COLUMNS)});
-        INSERT INTO calls_numbers (calls_numbers, rowid, {_NUMBER_COLUMNS})
-            VALUES ('delete', old.id, {_old(_NUMBER_COLUMNS)});
-    END
-    """,
-    f"""
-    CREATE TRIGGER calls_search_au AFTER UPDATE OF {_FTS_COLUMNS} ON calls BEGIN
-        INSERT INTO calls_fts (calls_fts, rowid, {_FTS_COLUMNS})
-            VALUES ('delete', old.id, {_old(_FTS_COLUMNS)});
-        INSERT INTO calls_fts (rowid, {_FTS_COLUMNS}) VALUES (new.id, {_new(_FTS_COLUMNS)});
-        INSERT INTO calls_numbers (calls_numbers, rowid, {_NUMBER_COLUMNS})
-            VALUES ('delete', old.id, {_old(_NUMBER_COLUMNS)});
-        INSERT INTO calls_numbers (rowid, {_NUMBER_COLUMNS}) VALUES (new.id, {_new(_NUMBER_COLUMNS)});
-    END
-    """,
-)
-
-# v2: per-leg E-model MOS estimate (decode.quality, ITU-T G.107); NULL for legs without audio or
-# of a codec without planning values, and for calls recorded before it.
-_V2 = sql_migration("ALTER TABLE legs ADD COLUMN mos REAL")
-_V3 = sql_migration("ALTER TABLE calls ADD COLUMN not_recorded TEXT")
-
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "calls, legs, events, search indexes", _V1),
-    Migration(2, "legs: mos (E-model estimate)", _V2),
-    Migration(3, "calls: not_recorded (why a call has no recording, or a silent channel)", _V3),
-)
-"""Every migration, in order. Append new ones; the newest id is the schema version."""
-
-LATEST_VERSION = MIGRATIONS[-1].id

@@ -14,7 +14,8 @@ import pytest
 from store import migrations as schema
 from store.catalogue import AddResult, CallRecord, Catalogue, RecordTuple, iso_from_ns, parse_when
 from store.errors import InvalidArgument, NotFound, SchemaError, StoreError
-from store.migrations import LATEST_VERSION, MIGRATIONS, Migration, apply_migrations, sql_migration
+from store.migrations import Migration, apply_migrations, sql_migration
+from store.schema import LATEST_VERSION, MIGRATIONS
 
 NOW_NS = 1_795_874_523_120_000_000  # 2026-11-28T14:02:03.120Z
 SEC = 1_000_000_000
@@ -89,7 +90,7 @@ def test_later_migrations_apply_in_order_each_in_a_transaction(path: Path) -> No
     with Catalogue(path) as cat:
         assert not cat.db["extra"].exists()  # rolled back with its migration
         assert cat.schema_version == LATEST_VERSION
-    good = Migration(LATEST_VERSION + 1, "add audit", sql_migration("CREATE TABLE audit (x)"))
+    good = Migration(LATEST_VERSION + 1, "add extra", sql_migration("CREATE TABLE extra_audit (x)"))
     with Catalogue(path, migrations=(*MIGRATIONS, good)) as cat:
         assert cat.schema_version == LATEST_VERSION + 1
         assert apply_migrations(cat.db, (*MIGRATIONS, good), lambda: "now") == []

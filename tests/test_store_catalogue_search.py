@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from test_store_catalogue import NOW_NS, SEC, call, clock
 
 import store.catalogue
+import store.query
 from store.catalogue import Catalogue, iso_from_ns, parse_when
 from store.errors import InvalidArgument
 
@@ -139,7 +140,7 @@ def test_number_search_is_exactly_a_substring_match(needle: str) -> None:
             if not probe or any(probe in ascii_lower(v) for v in (caller, f"{n}00") if v is not None)
         ]
         for threshold in (2000, 0):  # ids from the trigram index, or LIKE alone over the date index
-            with mock.patch.object(store.catalogue, "_SELECTIVE", threshold):
+            with mock.patch.object(store.query, "SELECTIVE", threshold):
                 assert names(cat.search(number=needle, limit=None)) == expected
                 assert cat.count(number=needle) == len(expected)
                 assert names(cat.search(number=needle, limit=2, offset=1)) == expected[1:3]
@@ -183,7 +184,7 @@ def test_text_search_never_raises_on_user_input(people: Catalogue, text: str) ->
 @pytest.mark.parametrize("threshold", [2000, 1, 0])
 def test_search_paths_agree(people: Catalogue, threshold: int) -> None:
     """Broad index matches walk the date index instead of listing ids: same answers."""
-    with mock.patch.object(store.catalogue, "_SELECTIVE", threshold):
+    with mock.patch.object(store.query, "SELECTIVE", threshold):
         assert names(people.search(text="example.lu")) == ["alice", "chloe", "and"]
         assert names(people.search(text="example", limit=2, offset=1)) == ["chloe", "and"]
         assert names(people.search(text="example", number="2", since=NOW_NS + 1)) == ["chloe", "and", "quote"]
