@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 DEMO_HOME := demo-home
+# The demo's compliance key file lives outside the data directory, as it must on an appliance.
+DEMO_KEY  := demo-compliance.key
+DEMO_PASS := CALLREC_PASSPHRASE=demo-passphrase
 
 .PHONY: demo test install test-install system-deps lint bench clean
 
@@ -30,22 +33,26 @@ system-deps:
 	else echo "note: tshark is missing and this is not root: tshark cross-checks will be skipped"; fi
 
 demo: install
-	rm -rf $(DEMO_HOME)
+	rm -rf $(DEMO_HOME) $(DEMO_KEY) demo-call-1.wav
+	$(DEMO_PASS) $(BIN)/callrec --home $(DEMO_HOME) keys init --private-key $(DEMO_KEY)
 	$(BIN)/callrec --home $(DEMO_HOME) import pcaps/demo/*
 	$(BIN)/callrec --home $(DEMO_HOME) calls list
 	$(BIN)/callrec --home $(DEMO_HOME) calls show 1
-	$(BIN)/callrec --home $(DEMO_HOME) calls export 1 --out $(DEMO_HOME)/call-1.wav
-	@echo "Demo recording: $(CURDIR)/$(DEMO_HOME)/call-1.wav (left: caller, right: callee)"
+	$(BIN)/callrec --home $(DEMO_HOME) calls verify
+	$(DEMO_PASS) $(BIN)/callrec --home $(DEMO_HOME) calls export 1 --key $(DEMO_KEY) --out demo-call-1.wav
+	$(BIN)/callrec --home $(DEMO_HOME) audit list
+	$(BIN)/callrec --home $(DEMO_HOME) audit verify
+	@echo "Demo recording: $(CURDIR)/demo-call-1.wav (left: caller, right: callee), unsealed with $(DEMO_KEY)"
 
 test: test-install system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: test-install
-	$(BIN)/ruff check capture decode store recorder cli tests bench
+	$(BIN)/ruff check capture decode store recorder cli tests bench pcaps
 	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_HOME) bench/out .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(DEMO_HOME) $(DEMO_KEY) demo-call-1.wav bench/out .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -24,10 +24,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
+from store.access import Principal  # noqa: E402
 from store.catalogue import CallRecord, Catalogue, parse_when  # noqa: E402
+from store.query import CallFilter  # noqa: E402
 
 START_NS = parse_when("2026-09-01")
 SPAN_NS = 90 * 86_400 * 1_000_000_000
+QUEUES = ["sales", "support", "billing", "claims", "advice", "switchboard"]
 NAMES = ["Alice Martin", "Bob Weber", "Chloé Muller", "David Schmit", "Emma Hoffmann", "Félix Klein"]
 
 
@@ -53,6 +56,8 @@ def synthetic_calls(rows: int, seed: int) -> Iterator[CallRecord]:
             "state": rng.choice(["completed"] * 8 + ["cancelled", "rejected"]),
             "codecs": "PCMA",
             "source": "bench.pcap",
+            "queue": rng.choice(QUEUES),
+            "direction": rng.choice(["inbound", "inbound", "outbound", "internal"]),
         }
         legs = [
             {
@@ -96,6 +101,14 @@ def main() -> None:
             catalogue.add_calls(records[i : i + args.batch])
         insert_s = time.perf_counter() - t0
         some = records[len(records) // 2].call
+        supervisor = Principal(
+            name="alice",
+            role="supervisor",
+            queues=("sales",),
+            extensions=("2??",),
+            bootstrap=False,
+            acting_for=None,
+        )
         number, day = str(some["caller"]), "2026-10-15"
         stored_rows = sum(1 + len(r.legs) + len(r.events) for r in records)
         figures = {
@@ -113,6 +126,19 @@ def main() -> None:
             ),
             "search_unselective_number_ms": median_ms(lambda: catalogue.search(number="+3526", limit=100)),
             "search_text_ms": median_ms(lambda: catalogue.search(text="chloé mul", limit=100)),
+            "search_words_queue_ms": median_ms(
+                lambda: catalogue.search(
+                    spec=CallFilter(text="alice support", direction="inbound"), limit=100
+                )
+            ),
+            "search_supervisor_scope_ms": median_ms(
+                lambda: catalogue.search(spec=CallFilter(text="chloé", scope=supervisor.scope_condition("c")))
+            ),
+            "search_supervisor_number_ms": median_ms(
+                lambda: catalogue.search(
+                    spec=CallFilter(number=number, scope=supervisor.scope_condition("c"))
+                )
+            ),
             "count_day_ms": median_ms(lambda: catalogue.count(since=day, until=day)),
             "get_call_ms": median_ms(lambda: catalogue.get_call(args.rows // 2)),
         }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -60,9 +61,12 @@ def main() -> None:
         else None
     )
     callrec = shutil.which("callrec") or str(Path(sys.executable).parent / "callrec")
-    with tempfile.TemporaryDirectory() as home:
+    with tempfile.TemporaryDirectory() as home, tempfile.TemporaryDirectory() as safe:
+        env = {**os.environ, "CALLREC_PASSPHRASE": "bench passphrase"}
+        keys = [callrec, "--home", home, "keys", "init", "--private-key", str(Path(safe) / "bench.key")]
+        subprocess.run(keys, check=True, stdout=subprocess.DEVNULL, env=env)
         wall, cpu, rss = _run(_pinned([callrec, "--home", home, "import", str(capture)]))
-        wavs = sum(1 for _ in Path(home).rglob("*.wav"))
+        wavs = sum(1 for _ in Path(home).rglob("*.wav.sealed"))
     if packets is None:
         packets = args.calls * (int(args.seconds * 50) * 2 + 7)
     result = {

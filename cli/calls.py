@@ -1,81 +1,138 @@
-"""``callrec calls``: search, inspect, export and picture recorded calls."""
+"""``callrec calls``: list, search, show and verify calls; the audio commands are in ``cli.audio``.
+
+Every command checks the user's role and scope (a supervisor's lists and searches contain only
+their calls) and leaves an audit entry with the call ids it returned.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import os
-import tempfile
-import wave
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, TypeVar
 
 import click
-import numpy as np
-import numpy.typing as npt
 
+from cli.audio import calls_export, calls_play, calls_plot
 from cli.context import Context
 from cli.output import call_json, call_text, calls_csv, calls_table, dumps
-from decode.mp3 import Mp3Error, check_settings, mp3_chunks
-from decode.wav import mono_mix, read_wav, wav_chunks
-from store.errors import StoreError
+from store.errors import IntegrityError, NotFound
+from store.query import DIRECTIONS, CallFilter
+from store.vault import Vault
 
 STATES = ("setup", "early", "answered", "completed", "cancelled", "rejected", "redirected", "failed")
 
 
 @click.group()
 def calls() -> None:
-    """Search, inspect and export recorded calls.
+    """Search, inspect, verify and export recorded calls.
 
     \b
     Example:
       callrec calls list --since 2026-11-28 --state completed
+      callrec calls search "alice sales" --direction inbound
       callrec calls export 42 --out call-42.wav
     """
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _filters(command: F) -> F:
+    """The filters ``calls list`` and ``calls search`` share."""
+    options = [
+        click.option(
+            "--since",
+            metavar="DATE",
+            help="Calls that started at or after DATE (YYYY-MM-DD[THH:MM[:SS]], UTC).",
+        ),
+        click.option(
+            "--until", metavar="DATE", help="Calls that started before DATE (a bare date includes that day)."
+        ),
+        click.option("--number", metavar="TEXT", help="Caller or callee contains TEXT."),
+        click.option("--state", type=click.Choice(STATES), help="Only calls in this state."),
+        click.option("--direction", type=click.Choice(DIRECTIONS), help="Only calls in this direction."),
+        click.option("--queue", metavar="NAME", help="Only calls to this queue."),
+        click.option(
+            "--min-duration",
+            type=click.FloatRange(min=0),
+            metavar="SECONDS",
+            help="Calls at least this long.",
+        ),
+        click.option(
+            "--recorded/--not-recorded",
+            "recorded",
+            default=None,
+            help="Only calls with (without) a recording.",
+        ),
+        click.option(
+            "--limit", type=click.IntRange(min=1), default=100, show_default=True, help="At most N calls."
+        ),
+        click.option("--json", "fmt", flag_value="json", help="JSON array."),
+        click.option("--csv", "fmt", flag_value="csv", help="CSV with a header line."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _list(obj: Context, action: str, text: str | None, options: dict[str, Any]) -> None:
+    who = obj.allow(action)
+    fmt, limit = options.pop("fmt"), options.pop("limit")
+    spec = CallFilter(
+        since=options["since"],
+        until=options["until"],
+        number=options["number"],
+        state=options["state"],
+        text=text,
+        direction=options["direction"],
+        queue=options["queue"],
+        min_duration_s=options["min_duration"],
+        recorded=options["recorded"],
+        scope=who.scope_condition("c"),
+    )
+    catalogue = obj.catalogue()
+    rows = catalogue.search(limit=limit, spec=spec)
+    query = {k: v for k, v in options.items() if v is not None}
+    if text is not None:
+        query["text"] = text
+    obj.audit(action, call_ids=[int(r["id"]) for r in rows], detail={"query": query, "results": len(rows)})
+    if fmt == "json":
+        full = [catalogue.get_call(int(r["id"])) for r in rows]
+        click.echo(dumps([call_json(r, obj.home.root) for r in full]))
+    elif fmt == "csv":
+        click.echo(calls_csv(rows), nl=False)
+    else:
+        click.echo(calls_table(rows) if rows else "No calls.")
+
+
 @calls.command("list")
-@click.option(
-    "--since", metavar="DATE", help="Calls that started at or after DATE (YYYY-MM-DD[THH:MM[:SS]], UTC)."
-)
-@click.option(
-    "--until", metavar="DATE", help="Calls that started before DATE (a bare date includes that day)."
-)
-@click.option("--number", metavar="TEXT", help="Caller or callee contains TEXT.")
-@click.option("--state", type=click.Choice(STATES), help="Only calls in this state.")
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True, help="At most N calls.")
-@click.option("--json", "fmt", flag_value="json", help="JSON array.")
-@click.option("--csv", "fmt", flag_value="csv", help="CSV with a header line.")
+@_filters
 @click.pass_obj
-def calls_list(
-    obj: Context,
-    since: str | None,
-    until: str | None,
-    number: str | None,
-    state: str | None,
-    limit: int,
-    fmt: str | None,
-) -> None:
+def calls_list(obj: Context, **options: Any) -> None:
     """List calls, oldest first.
 
     \b
     Example:
       callrec calls list --since 2026-11-01 --number +35226 --state completed
-      callrec calls list --json --limit 10
+      callrec calls list --direction inbound --queue sales --min-duration 30 --recorded --csv
     """
-    catalogue = obj.catalogue()
-    try:
-        rows = catalogue.search(since=since, until=until, number=number, state=state, limit=limit)
-        if fmt == "json":
-            full = [catalogue.get_call(int(r["id"])) for r in rows]
-            click.echo(dumps([call_json(r, obj.home.root) for r in full]))
-        elif fmt == "csv":
-            click.echo(calls_csv(rows), nl=False)
-        else:
-            click.echo(calls_table(rows) if rows else "No calls.")
-    finally:
-        catalogue.close()
+    _list(obj, "calls.list", None, options)
+
+
+@calls.command("search")
+@click.argument("query")
+@_filters
+@click.pass_obj
+def calls_search(obj: Context, query: str, **options: Any) -> None:
+    """Full-text search over names, numbers, URIs, queue and notes (words as prefixes, all required).
+
+    \b
+    Example:
+      callrec calls search "alice"
+      callrec calls search "+35226 sales" --since 2026-11-01 --json
+    """
+    if not query.strip():
+        raise click.BadParameter("give at least one word to search for", param_hint="QUERY")
+    _list(obj, "calls.search", query, options)
 
 
 @calls.command("show")
@@ -90,217 +147,61 @@ def calls_show(obj: Context, call_id: int, as_json: bool) -> None:
       callrec calls show 42
       callrec calls show 42 --json | jq .legs
     """
-    catalogue = obj.catalogue()
-    try:
-        call = call_json(catalogue.get_call(call_id), obj.home.root, events=True)
-    finally:
-        catalogue.close()
+    row = obj.visible_call(call_id, "calls.show")
+    obj.audit("calls.show", call_ids=[call_id])
+    call = call_json(row, obj.home.root, events=True)
     click.echo(dumps(call) if as_json else call_text(call))
 
 
-@calls.command("export")
-@click.argument("call_id", metavar="ID", type=int)
-@click.option(
-    "--out",
-    "out",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write the recording.",
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["wav", "mp3"]),
-    help="Audio format. Default: mp3 if --out ends in .mp3, else wav.",
-)
-@click.option("--mono", is_flag=True, help="Mix caller and callee into one channel.")
-@click.option(
-    "--bitrate",
-    type=int,
-    metavar="KBPS",
-    help="MP3 bitrate, kbit/s (8-160 at 8 and 16 kHz). Default: 24 a channel at 8 kHz, 32 at 16 kHz.",
-)
+@calls.command("verify")
+@click.argument("call_id", metavar="ID", type=int, required=False)
+@click.option("--json", "as_json", is_flag=True, help="JSON array of results.")
 @click.pass_obj
-def calls_export(
-    obj: Context, call_id: int, out: Path, fmt: str | None, mono: bool, bitrate: int | None
-) -> None:
-    """Export a call's recording: stereo (left: caller, right: callee) or mono, WAV or MP3.
+def calls_verify(obj: Context, call_id: int | None, as_json: bool) -> None:
+    """Check signatures and sealed files without decrypting (one call, or every call you may see).
 
-    The file is checked against its SHA-256 in the catalogue; a stereo WAV export is the stored
-    file byte for byte.
+    Exit code 1 if anything was altered, truncated, swapped or is missing.
 
     \b
     Example:
-      callrec calls export 42 --out call-42.wav
-      callrec calls export 42 --out call-42.mp3 --mono --bitrate 32
+      callrec calls verify 42
+      callrec calls verify --json | jq '.[] | select(.ok | not)'
     """
-    fmt = fmt or ("mp3" if out.suffix.lower() == ".mp3" else "wav")
-    if bitrate is not None and fmt != "mp3":
-        raise click.BadOptionUsage("bitrate", "--bitrate is for MP3 exports (--format mp3)")
-    row = _recorded_call(obj, call_id, out)
-    channels = 1 if mono else int(row.get("channels") or 2)
-    try:
-        kbps = check_settings(int(row["sample_rate"]), channels, bitrate) if fmt == "mp3" else None
-        if fmt == "wav" and not mono:
-            with obj.home.recording_store().open(row["recording_path"]) as src:
-                _copy_verified(src, out, row.get("recording_sha256"))
-        else:
-            samples, rate = _read_verified(obj, row)
-            samples = mono_mix(samples) if mono else samples
-            chunks = mp3_chunks(samples, rate, kbps) if fmt == "mp3" else wav_chunks(samples, rate)
-            _write_atomic(out, lambda dst: dst.writelines(chunks))
-    except Mp3Error as exc:
-        raise click.ClickException(str(exc)) from None
-    layout = "mono" if channels == 1 else "stereo"
-    how = f", MP3 {kbps} kbit/s" if kbps else ""
-    click.echo(f"Wrote {out} ({row.get('recording_seconds')} s, {row.get('sample_rate')} Hz {layout}{how})")
-
-
-@calls.command("plot")
-@click.argument("call_id", metavar="ID", type=int)
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write the picture: PNG (SVG or PDF if --out ends so).",
-)
-@click.option(
-    "--width",
-    type=click.IntRange(300, 20000),
-    default=1600,
-    show_default=True,
-    metavar="PX",
-    help="Width in pixels.",
-)
-@click.option(
-    "--height",
-    type=click.IntRange(200, 10000),
-    default=600,
-    show_default=True,
-    metavar="PX",
-    help="Height in pixels.",
-)
-@click.option(
-    "--from",
-    "from_s",
-    type=click.FloatRange(min=0),
-    metavar="S",
-    help="Start at S seconds into the recording.",
-)
-@click.option("--to", "to_s", type=click.FloatRange(min=0), metavar="S", help="End at S seconds.")
-@click.pass_obj
-def calls_plot(
-    obj: Context, call_id: int, out: Path, width: int, height: int, from_s: float | None, to_s: float | None
-) -> None:
-    """Draw a call as a picture: waveforms, answer, hold, DTMF, gaps.
-
-    Caller and callee waveforms on one time axis (seconds from the start of the recording, whose
-    UTC time is in the title), with the answer, re-INVITEs (hold, resume), BYE, DTMF digits,
-    pauses and stretches without media marked.
-
-    \b
-    Example:
-      callrec calls plot 42 --out call-42.png
-      callrec calls plot 42 --out detail.png --from 30 --to 45 --width 2400
-    """
-    from decode.plot import PlotError, ns_from_iso, plot_call  # matplotlib: only when drawing
-
-    row = _recorded_call(obj, call_id, out)
-    samples, rate = _read_verified(obj, row)
-    start = ns_from_iso(row["recording_started_at"]) if row.get("recording_started_at") else None
-    answered = row.get("answered_at")
-    answered_s = (ns_from_iso(answered) - start) / 1e9 if answered and start is not None else None
-    title = f"Call {call_id}: {row.get('caller') or '?'} → {row.get('callee') or '?'}, {row.get('state')}"
-    try:
-        fig = plot_call(
-            samples,
-            rate,
-            start_ns=start,
-            events=row["events"],
-            answered_s=answered_s,
-            width_px=width,
-            height_px=height,
-            from_s=from_s,
-            to_s=to_s,
-            title=title,
-        )
-    except PlotError as exc:
-        raise click.ClickException(str(exc)) from None
-    fmt = out.suffix.lower()[1:] if out.suffix.lower() in (".svg", ".pdf") else "png"
-    _write_atomic(out, lambda dst: fig.savefig(dst, format=fmt, dpi=fig.dpi))
-    click.echo(f"Wrote {out} ({width}x{height} {fmt.upper()})")
-
-
-def _recorded_call(obj: Context, call_id: int, out: Path) -> dict[str, Any]:
-    """The call's catalogue row, if it has a recording that ``out`` would not overwrite."""
+    if call_id is not None:
+        rows = [obj.visible_call(call_id, "calls.verify")]
+    else:
+        who = obj.allow("calls.verify")
+        rows = obj.catalogue().search(limit=None, spec=CallFilter(scope=who.scope_condition("c")))
     catalogue = obj.catalogue()
-    try:
-        row = catalogue.get_call(call_id)
-    finally:
-        catalogue.close()
-    if not row.get("recording_path"):
-        reason = row.get("error") or "the call has no media"
-        raise click.ClickException(f"call {call_id} has no recording ({reason})")
-    if out.resolve() == obj.home.recording_store().path_of(row["recording_path"]).resolve():
-        raise click.ClickException(f"{out} is the stored recording itself: choose another --out")
-    return row
-
-
-class _HashingReader:
-    """A file's ``read`` that hashes what it returns: the samples decoded are the bytes checked."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self.raw, self.digest = raw, hashlib.sha256()
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.raw.read(size)
-        self.digest.update(data)
-        return data
-
-
-def _read_verified(obj: Context, row: dict[str, Any]) -> tuple[npt.NDArray[np.int16], int]:
-    """The stored recording's samples and rate, after its bytes matched the catalogue's sha256."""
-    failure: Exception | None = None
-    with obj.home.recording_store().open(row["recording_path"]) as raw:
-        src = _HashingReader(raw)
+    vault = Vault(obj.keys(), obj.home.recording_store())
+    results = []
+    for row in rows:
+        error = None
         try:
-            samples, rate = read_wav(cast(BinaryIO, src))
-        except (wave.Error, ValueError, EOFError) as exc:
-            failure = exc
-        while src.read(1 << 20):
-            pass
-    _check_digest(src.digest.hexdigest(), row.get("recording_sha256"))
-    if failure is not None:
-        raise click.ClickException(f"recording {row['recording_path']} is not a 16-bit WAV file: {failure}")
-    return samples, rate
+            if row.get("recording_path"):
+                vault.verify(row, catalogue.wrapped_key(int(row["id"])))
+            else:
+                vault.verify_row(row)
+        except (IntegrityError, NotFound) as exc:
+            error = str(exc)
+        results.append({"id": int(row["id"]), "ok": error is None, "error": error})
+    bad = [r for r in results if not r["ok"]]
+    obj.audit(
+        "calls.verify",
+        call_ids=[int(row["id"]) for row in rows],
+        outcome="failed" if bad else "ok",
+        detail={"checked": len(results), "failed": [r["id"] for r in bad]},
+    )
+    if as_json:
+        click.echo(dumps(results))
+    else:
+        for r in bad:
+            click.echo(f"call {r['id']}: {r['error']}")
+        click.echo(f"Verified {len(results)} call(s): {len(results) - len(bad)} intact, {len(bad)} failed")
+    if bad:
+        raise SystemExit(1)
 
 
-def _check_digest(actual: str, expected: str | None) -> None:
-    if expected and actual != expected:
-        raise StoreError("recording file does not match its checksum in the catalogue: not exported")
-
-
-def _copy_verified(src: BinaryIO, out: Path, sha256: str | None) -> None:
-    def copy(dst: BinaryIO) -> None:
-        digest = hashlib.sha256()
-        while chunk := src.read(1 << 20):
-            digest.update(chunk)
-            dst.write(chunk)
-        _check_digest(digest.hexdigest(), sha256)
-
-    _write_atomic(out, copy)
-
-
-def _write_atomic(out: Path, write: Callable[[BinaryIO], object]) -> None:
-    """``write`` into a temp file next to ``out``, then rename it into place: on any error (a
-    checksum, the disk) no partial file is left and an existing ``out`` is untouched."""
-    out_dir = out.parent if str(out.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{out.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as dst:
-            write(dst)
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+calls.add_command(calls_export)
+calls.add_command(calls_play)
+calls.add_command(calls_plot)

@@ -1,17 +1,142 @@
-"""What every command gets: the data directory, and the catalogue opened for reading."""
+"""What every command gets: the data directory, who is asking, the catalogue and the audit trail.
+
+Every command that touches calls, holds, retention, keys, users or the audit trail goes through
+:meth:`Context.allow` (a denial is audited, then raised) and :meth:`Context.audit` (what was done).
+The audit trail is checkpointed (signed) when the command ends.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import pwd
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from store.access import Principal, Users, resolve_principal
+
+from store.audit import AuditTrail, client_description
 from store.catalogue import Catalogue
+from store.errors import AccessDenied, KeyMissing
 from store.home import Home
+from store.keys import KeyDirectory
+
+
+def os_user() -> str:
+    """The login name of the effective user (not $USER, which anyone can set)."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid{os.geteuid()}"
 
 
 class Context:
-    def __init__(self, home: Path) -> None:
+    def __init__(
+        self, home: Path, *, as_user: str | None = None, env: Mapping[str, str] | None = None
+    ) -> None:
         self.home = Home(home)
+        self.as_user = as_user
+        self.env = dict(os.environ if env is None else env)
+        self._catalogue: Catalogue | None = None
+        self._principal: Principal | None = None
+        self._audit: AuditTrail | None = None
 
-    def catalogue(self) -> Catalogue:
-        self.home.open(create=False)
-        return Catalogue(self.home.catalogue_path)
+    # -- the catalogue and the trail ---------------------------------------------------------
+
+    def catalogue(self, *, create: bool = False) -> Catalogue:
+        """The catalogue, opened once per command (``create`` makes the home if missing)."""
+        if self._catalogue is None:
+            self.home.open(create=create)
+            self._catalogue = Catalogue(self.home.catalogue_path)
+        return self._catalogue
+
+    def keys(self) -> KeyDirectory:
+        return KeyDirectory(self.home.keys)
+
+    def audit_trail(self) -> AuditTrail:
+        if self._audit is None:
+            keys = self.keys()
+            signing: Ed25519PrivateKey | None = None
+            verify: Ed25519PublicKey | None = None
+            # no keys yet: entries are chained, and signed checkpoints wait for `callrec keys init`
+            with contextlib.suppress(KeyMissing):
+                signing, verify = keys.signing_key(), keys.verify_key()
+            self._audit = AuditTrail(
+                self.catalogue().db, signing_key=signing, verify_key=verify, head_path=self.home.audit_head
+            )
+        return self._audit
+
+    def close(self) -> None:
+        """Sign the trail's new entries and close the catalogue (called when the command ends)."""
+        try:
+            if self._audit is not None:
+                self._audit.checkpoint()
+        finally:
+            if self._catalogue is not None:
+                self._catalogue.close()
+            self._catalogue = self._audit = self._principal = None
+
+    # -- who is asking -------------------------------------------------------------------------
+
+    def principal(self) -> Principal:
+        if self._principal is None:
+            users = Users(self.catalogue().db)
+            real = os_user()
+            try:
+                self._principal = resolve_principal(users, real, self.as_user)
+            except AccessDenied as exc:
+                name = self.as_user or real
+                self.audit_trail().record(
+                    user=name, action="login", outcome="denied", detail={"reason": str(exc), "os_user": real},
+                    client=self.client,
+                )  # fmt: skip
+                raise
+        return self._principal
+
+    @property
+    def client(self) -> str:
+        return client_description(self.env)
+
+    def allow(
+        self, action: str, *, call_ids: Iterable[int] = (), detail: Mapping[str, Any] | None = None
+    ) -> Principal:
+        """The principal, if it may do ``action``; else audit the denial and raise it."""
+        who = self.principal()
+        if not who.allows(action):
+            self.audit(action, call_ids=call_ids, detail=detail, outcome="denied")
+            who.require(action)
+        return who
+
+    def visible_call(self, call: int, action: str) -> dict[str, Any]:
+        """Catalogue row of ``call`` if the principal may do ``action`` on it (scope checked)."""
+        who = self.allow(action, call_ids=[call])
+        row = self.catalogue().get_call(call)
+        if not who.can_see(row):
+            self.audit(action, call_ids=[call], detail={"reason": "outside scope"}, outcome="denied")
+            raise AccessDenied(f"call {call} is outside the scope of {who.name} ({who.role})")
+        return row
+
+    def audit(
+        self,
+        action: str,
+        *,
+        call_ids: Iterable[int] = (),
+        detail: Mapping[str, Any] | None = None,
+        outcome: str = "ok",
+    ) -> int:
+        """Append one entry to the audit trail as the current principal (or the OS user)."""
+        who = self._principal
+        name = who.name if who is not None else (self.as_user or os_user())
+        info = dict(detail or {})
+        if who is not None and who.acting_for:
+            info["acting_for"] = who.acting_for
+        return self.audit_trail().record(
+            user=name,
+            action=action,
+            outcome=outcome,
+            call_ids=list(call_ids),
+            detail=info,
+            client=self.client,
+        )

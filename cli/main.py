@@ -14,11 +14,15 @@ from typing import Any
 import click
 
 from capture.errors import ParseError
+from cli.audit import audit
 from cli.calls import calls
 from cli.context import Context
+from cli.keys import keys
 from cli.output import call_json, dumps
-from recorder.pipeline import ImportReport, import_captures
-from store.catalogue import Catalogue
+from cli.retention import hold, retention
+from cli.users import users
+from recorder.config import load_for_home
+from recorder.pipeline import ImportReport, check_captures, import_captures
 from store.errors import StoreError
 from store.home import default_home
 
@@ -48,10 +52,16 @@ def _os_error_text(exc: OSError) -> str:
     default=None,
     help="Data directory (catalogue, recordings). Default: $CALLREC_HOME, else ~/.local/share/callrec.",
 )
+@click.option(
+    "--as",
+    "as_user",
+    metavar="NAME",
+    help="Act as this callrec user (admins only; for tests and support). Default: the OS login name.",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
 @click.version_option(package_name="callrec")
 @click.pass_context
-def cli(ctx: click.Context, home: Path | None, debug: bool) -> None:
+def cli(ctx: click.Context, home: Path | None, as_user: str | None, debug: bool) -> None:
     """Callrec: passive call recording from captured SIP and RTP.
 
     \b
@@ -59,7 +69,8 @@ def cli(ctx: click.Context, home: Path | None, debug: bool) -> None:
       callrec --home /srv/callrec import mirror-2026-11-28.pcap
       callrec --home /srv/callrec calls list --since 2026-11-28
     """
-    ctx.obj = Context(home if home is not None else default_home(os.environ))
+    ctx.obj = Context(home if home is not None else default_home(os.environ), as_user=as_user)
+    ctx.call_on_close(ctx.obj.close)
 
 
 # -- import -------------------------------------------------------------------------------------
@@ -81,19 +92,25 @@ def import_cmd(obj: Context, files: tuple[Path, ...], as_json: bool) -> None:
       callrec import mirror.pcap more.pcapng.gz
       callrec import --json call.pcap | jq '.[].id'
     """
+    check_captures(files)  # one unreadable file imports nothing, and creates nothing
+    obj.catalogue(create=True)
+    obj.allow("import")
+    config = load_for_home(obj.home.root, obj.env)
     total = sum(f.stat().st_size for f in files)
     show_bar = sys.stderr.isatty() and not as_json
     if show_bar:
         with click.progressbar(length=total, label="Importing", file=sys.stderr) as bar:
-            report = import_captures(files, obj.home, progress=bar.update)
+            report = import_captures(files, obj.home, progress=bar.update, config=config)
     else:
-        report = import_captures(files, obj.home)
+        report = import_captures(files, obj.home, config=config)
+    obj.audit(
+        "import",
+        call_ids=report.created_ids,
+        detail={"files": [str(f) for f in files], "calls": report.calls_found, "recorded": report.recorded},
+    )
     if as_json:
-        catalogue = Catalogue(obj.home.catalogue_path)
-        try:
-            calls = [call_json(catalogue.get_call(i), obj.home.root) for i in report.created_ids]
-        finally:
-            catalogue.close()
+        catalogue = obj.catalogue()
+        calls = [call_json(catalogue.get_call(i), obj.home.root) for i in report.created_ids]
         click.echo(dumps(calls))
         click.echo(_summary(report), err=True)
     else:
@@ -116,7 +133,8 @@ def _summary(report: ImportReport) -> str:
     return "\n".join(lines)
 
 
-cli.add_command(calls)
+for group in (calls, keys, users, audit, retention, hold):
+    cli.add_command(group)
 
 
 def main() -> None:

@@ -51,6 +51,9 @@ CALL_FIELDS = (
     "source",
     "error",
     "not_recorded",
+    "queue",
+    "retention_class",
+    "expires_at",
 )
 CSV_FIELDS = (
     "id",
@@ -62,6 +65,7 @@ CSV_FIELDS = (
     "caller",
     "callee",
     "direction",
+    "queue",
     "state",
     "codecs",
     "recording_seconds",
@@ -88,6 +92,9 @@ def call_json(row: dict[str, Any], home: Path, *, events: bool = False) -> dict[
             "seconds": row.get("recording_seconds"),
             "bytes": row.get("recording_bytes"),
             "sha256": row.get("recording_sha256"),
+            "audio_sha256": row.get("plaintext_sha256"),
+            "sealed": bool(row.get("recording_uuid")),
+            "key_fingerprint": row.get("key_fingerprint"),
         }
     else:
         out["recording"] = None
@@ -167,6 +174,9 @@ def call_text(call: dict[str, Any]) -> str:
         "source",
         "error",
         "not_recorded",
+        "queue",
+        "retention_class",
+        "expires_at",
     ):
         value = call.get(key)
         if value in (None, "", []):
@@ -178,7 +188,8 @@ def call_text(call: dict[str, Any]) -> str:
     if rec:
         out.append(
             f"{'recording:':<13} {rec['path']} ({rec['seconds']} s, {rec['sample_rate']} Hz, "
-            f"{rec['channels']} channels)"
+            f"{rec['channels']} channels, "
+            f"{'sealed to key ' + str(rec['key_fingerprint']) if rec['sealed'] else 'plain'})"
         )
     else:
         out.append(f"{'recording:':<13} none")

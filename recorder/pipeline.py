@@ -20,10 +20,13 @@ from capture.pcapfile import open_capture
 from capture.tracker import CallTracker, TrackerConfig
 from decode.render import RenderedCall, render_call
 from decode.wav import wav_chunks
+from recorder.config import Config
 from recorder.records import call_row, event_rows, leg_rows
-from store.catalogue import Catalogue
+from store.catalogue import Catalogue, iso_from_ns
 from store.home import Home
-from store.recordings import RecordingStore
+from store.keys import KeyDirectory
+from store.retention import expiry_ns
+from store.vault import SEALED_SUFFIX, SealedRecording, Vault
 
 ProgressCallback = Callable[[int], None]
 
@@ -82,11 +85,17 @@ def import_captures(
     *,
     progress: ProgressCallback | None = None,
     tracker_config: TrackerConfig | None = None,
+    config: Config | None = None,
 ) -> ImportReport:
-    """Import capture files into ``home``; returns what was found, recorded and skipped."""
+    """Import capture files into ``home``; returns what was found, recorded and skipped.
+
+    Recordings are sealed to the home's current recording key: without keys (``callrec keys
+    init``) nothing is imported (:class:`store.errors.KeyMissing`)."""
     check_captures(paths)
     home.open(create=True)
-    importer = _Importer(home, tracker_config)
+    vault = Vault(KeyDirectory(home.keys), home.recording_store())
+    vault.check_ready()
+    importer = _Importer(home, vault, config or Config.defaults(), tracker_config)
     try:
         for path in paths:
             importer.import_file(Path(path), progress)
@@ -95,14 +104,24 @@ def import_captures(
     return importer.report
 
 
+_PendingRow = tuple[
+    dict[str, object], list[dict[str, object]], list[dict[str, object]], tuple[str, bytes] | None
+]
+
+
 class _Importer:
-    def __init__(self, home: Home, tracker_config: TrackerConfig | None) -> None:
+    def __init__(
+        self, home: Home, vault: Vault, config: Config, tracker_config: TrackerConfig | None
+    ) -> None:
         self.home = home
         self.catalogue = Catalogue(home.catalogue_path)
-        self.recordings: RecordingStore = home.recording_store()
+        self.vault = vault
+        self.recordings = vault.recordings
+        self.config = config
+        self.retention = config.retention_class()
         self.tracker_config = tracker_config
         self.report = ImportReport()
-        self._rows: list[tuple[dict[str, object], list[dict[str, object]], list[dict[str, object]]]] = []
+        self._rows: list[_PendingRow] = []
 
     def import_file(self, path: Path, progress: ProgressCallback | None) -> None:
         self.report.files.append(str(path))
@@ -136,27 +155,35 @@ class _Importer:
             self.report.already_present += 1  # imported before: nothing to render or write
             return
         rendered: RenderedCall | None = None
-        stored = None
+        sealed: SealedRecording | None = None
         error = None
         why = None
         try:
             rendered = render_call(call)
             if rendered.samples.shape[0] > 0:
-                name = recording_name(call)
-                stored = self.recordings.write(
-                    name, wav_chunks(rendered.samples, rendered.sample_rate_hz), sync=False
-                )
-            why = not_recorded_reason(call, recorded=stored is not None)
+                name = recording_name(call, ".wav" + SEALED_SUFFIX)
+                chunks = wav_chunks(rendered.samples, rendered.sample_rate_hz)
+                sealed = self.vault.seal(name, chunks, sync=False)
+            why = not_recorded_reason(call, recorded=sealed is not None)
         except Exception as exc:  # one broken call never stops the others
             error = f"{type(exc).__name__}: {exc}"
             self.report.failed += 1
             why = "processing failed"
-        if stored is not None:
+        if sealed is not None:
             self.report.recorded += 1
         else:
             self.report.not_recorded[why or "no media"] += 1
+        stored = sealed.stored if sealed is not None else None
         row = call_row(call, rendered, stored, source=source, error=error, not_recorded=why)
-        self._rows.append((row, leg_rows(call, rendered), event_rows(call, rendered)))
+        row["queue"] = call.sip_headers.get(self.config.queue_header)
+        expires = expiry_ns(call.started_ns, self.retention)
+        row.update(retention_class=self.retention.name, expires_ns=expires, expires_at=iso_from_ns(expires))
+        wrapped = None
+        if sealed is not None:
+            row.update(sealed.row_fields())
+            wrapped = (sealed.key_fingerprint, sealed.wrapped_key)
+        row.update(self.vault.sign(row))
+        self._rows.append((row, leg_rows(call, rendered), event_rows(call, rendered), wrapped))
         if len(self._rows) >= CATALOGUE_BATCH:
             self._flush_rows()
 

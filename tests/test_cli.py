@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import wave
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from keyset import provision
 
 from cli.main import cli
 
@@ -39,6 +41,9 @@ CALL_KEYS = {
     "source",
     "error",
     "not_recorded",
+    "queue",
+    "retention_class",
+    "expires_at",
     "legs",
     "recording",
 }
@@ -69,7 +74,7 @@ def run(home: Path, *args: str, input: str | None = None):
 
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
-    return tmp_path / "home"
+    return provision(tmp_path / "home")
 
 
 @pytest.fixture
@@ -90,7 +95,18 @@ def test_import_json_has_the_contract_fields(imported: list[dict], home: Path) -
         assert leg["codec"] == "PCMU" and leg["packets"] > 0 and leg["lost"] == 0
         assert leg["ssrc"].startswith("0x")
     rec = call["recording"]
-    assert set(rec) == {"path", "sample_rate", "channels", "seconds", "bytes", "sha256"}
+    assert set(rec) == {
+        "path",
+        "sample_rate",
+        "channels",
+        "seconds",
+        "bytes",
+        "sha256",
+        "sealed",
+        "key_fingerprint",
+        "audio_sha256",
+    }
+    assert rec["sealed"] is True and call["retention_class"] == "default" and call["expires_at"].endswith("Z")
     assert rec["sample_rate"] == 8000 and rec["channels"] == 2
     assert Path(rec["path"]).is_file() and Path(rec["path"]).is_relative_to(home)
     assert call["started_at"].endswith("Z") and "T" in call["started_at"]
@@ -145,7 +161,8 @@ def test_export_writes_the_stereo_wav(home: Path, imported: list[dict], tmp_path
     with wave.open(str(out)) as w:
         assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (2, 2, 8000)
         assert abs(w.getnframes() / 8000 - call["recording"]["seconds"]) < 0.001
-    assert out.read_bytes() == Path(call["recording"]["path"]).read_bytes()
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == call["recording"]["audio_sha256"]
+    assert out.read_bytes()[:4] == b"RIFF" and Path(call["recording"]["path"]).read_bytes()[:4] != b"RIFF"
 
 
 def test_errors_are_one_line_and_exit_1(home: Path, imported: list[dict], tmp_path: Path) -> None:
@@ -177,7 +194,7 @@ def test_commands_without_a_catalogue_say_what_to_do(tmp_path: Path) -> None:
 
 
 def test_home_defaults_to_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CALLREC_HOME", str(tmp_path / "envhome"))
+    monkeypatch.setenv("CALLREC_HOME", str(provision(tmp_path / "envhome")))
     result = CliRunner().invoke(cli, ["import", str(BASIC)])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "envhome" / "catalogue.db").is_file()

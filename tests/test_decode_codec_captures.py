@@ -32,6 +32,7 @@ from codec_signals import (
     rms,
     spectrum_below,
 )
+from keyset import provision
 
 from capture.media import MediaFormat
 from cli.main import cli
@@ -67,7 +68,7 @@ def export_calls(capture: str, home: Path) -> list[tuple[dict[str, Any], np.ndar
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("codec-captures")
+    return provision(tmp_path_factory.mktemp("codec-captures"))
 
 
 def reference(home: Path, rate: int) -> np.ndarray:

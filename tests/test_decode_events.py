@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from keyset import provision
 from test_decode_render import call_of
 from test_decode_timeline import FORMATS, MS, SPP, T0, by_arrival, join, make_leg, stream
 
@@ -304,7 +305,7 @@ def test_sip_dtmf2_digits_from_the_callee_on_the_audio_clock() -> None:
 
 
 def test_sip_dtmf2_events_in_calls_show(tmp_path: Path) -> None:
-    home = str(tmp_path / "home")
+    home = str(provision(tmp_path / "home"))
     runner = CliRunner()
     imported = runner.invoke(
         cli, ["--home", home, "import", "--json", str(SIP_DTMF2)], catch_exceptions=False

@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
+from keyset import provision
 from test_decode_timeline import MS, SPP, T0, make_leg, stream
 
 from capture.media import MediaFormat
@@ -165,7 +166,7 @@ def test_jitter_lowers_a_legs_mos() -> None:
 
 
 def test_mos_is_stored_per_leg_and_shown(tmp_path: Path) -> None:
-    home = str(tmp_path / "home")
+    home = str(provision(tmp_path / "home"))
     runner = CliRunner()
     files = [str(FIXTURES / "basic_pcmu.pcap"), str(FIXTURES / "loss_dup_reorder.pcap")]
     result = runner.invoke(cli, ["--home", home, "import", "--json", *files], catch_exceptions=False)

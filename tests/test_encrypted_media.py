@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from builders import CALLEE_IP, CALLER_IP, batch, rtp, sdp, sip
 from click.testing import CliRunner
+from keyset import provision
 
 from capture.calls import CALLEE_TO_CALLER, CALLER_TO_CALLEE, CallState
 from capture.tracker import CallTracker, TrackerConfig
@@ -20,6 +21,7 @@ URI = "sip:1002@example.com"
 
 
 def _import(home: Path, capture: Path) -> list[dict]:
+    provision(home)
     result = CliRunner().invoke(cli, ["--home", str(home), "import", "--json", str(capture)])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from keyset import provision
 
 ROOT = Path(__file__).resolve().parent.parent
 PCAPS = ROOT / "pcaps"
@@ -104,6 +105,7 @@ def run_cli(*args: str) -> CliResult:
 
 
 def import_capture(home: Path, *files: Path) -> list[dict[str, Any]]:
+    provision(home)
     res = run_cli("--home", str(home), "import", *map(str, files), "--json")
     assert res.exit_code == 0 and not res.exc_text, (
         f"callrec import {' '.join(map(str, files))}: {res.describe()}"

@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from keyset import provision
 from test_fixtures import (
     CALLEE_TO_CALLER,
     CALLER_TO_CALLEE,
@@ -103,7 +104,7 @@ class Imported:
 
     def __init__(self, meta_path: Path, tmp: Path) -> None:
         self.meta = _load(meta_path)
-        self.home = tmp / "home"
+        self.home = provision(tmp / "home")
         pcap = CODECS_DIR / self.meta["pcap"]
         res = run_cli("--home", str(self.home), "import", str(pcap), "--json")
         assert res.exit_code == 0 and not res.exc_text, f"callrec import {pcap.name}: {res.describe()}"

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from keyset import provision
 
 from cli.main import cli
 from decode.wav import read_wav
@@ -23,7 +24,7 @@ NAMES = sorted(p.stem for p in SCENARIOS.glob("*.json"))
 
 def _import(tmp_path: Path, name: str) -> tuple[dict[str, Any], dict[str, Any], np.ndarray, int]:
     meta = json.loads((SCENARIOS / f"{name}.json").read_text())
-    home = tmp_path / "home"
+    home = provision(tmp_path / "home")
     runner = CliRunner()
     result = runner.invoke(cli, ["--home", str(home), "import", "--json", str(SCENARIOS / f"{name}.pcap")])
     assert result.exit_code == 0, result.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from keyset import provision
 
 import recorder.pipeline as pipeline
 from recorder.pipeline import import_captures
@@ -28,7 +29,7 @@ def test_a_call_that_fails_to_render_is_stored_with_its_reason(
         return real(call)
 
     monkeypatch.setattr(pipeline, "render_call", flaky)
-    home = Home(tmp_path)
+    home = Home(provision(tmp_path))
     report = import_captures([TWO_CALLS], home)
     assert report.calls_found == 2 and report.recorded == 1 and report.failed == 1
     assert report.not_recorded["processing failed"] == 1
@@ -42,12 +43,12 @@ def test_a_call_that_fails_to_render_is_stored_with_its_reason(
 
 def test_progress_adds_up_to_the_file_size(tmp_path: Path) -> None:
     steps: list[int] = []
-    import_captures([TWO_CALLS], Home(tmp_path), progress=steps.append)
+    import_captures([TWO_CALLS], Home(provision(tmp_path)), progress=steps.append)
     assert sum(steps) == TWO_CALLS.stat().st_size and all(s >= 0 for s in steps)
 
 
 def test_counters_separate_what_was_seen_from_what_was_skipped(tmp_path: Path) -> None:
-    report = import_captures([FIXTURES / "malformed_mix.pcap"], Home(tmp_path))
+    report = import_captures([FIXTURES / "malformed_mix.pcap"], Home(provision(tmp_path)))
     assert report.counters["rtp_packets"] > 0 and "rtp_packets" not in report.skipped_packets
     assert report.skipped_packets  # the garbage is counted by reason
     assert all(value > 0 for value in report.skipped_packets.values())
@@ -57,7 +58,7 @@ def test_rows_are_committed_only_after_the_files_are_synced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     order: list[str] = []
-    home = Home(tmp_path)
+    home = Home(provision(tmp_path))
     store_cls = type(home.recording_store())
     real_sync, real_add = store_cls.sync_all, Catalogue.add_calls
     monkeypatch.setattr(store_cls, "sync_all", lambda self: (order.append("sync"), real_sync(self))[1])

@@ -7,6 +7,7 @@ import csv
 from pathlib import Path
 
 import pytest
+from keyset import provision
 
 from capture.errors import ParseError
 from recorder.pipeline import import_captures
@@ -30,7 +31,7 @@ CAPTURES = _captures()
 @pytest.mark.parametrize("name", CAPTURES)
 def test_every_shared_capture_imports_cleanly(name: str, tmp_path: Path) -> None:
     try:
-        report = import_captures([SHARED / name], Home(tmp_path))
+        report = import_captures([SHARED / name], Home(provision(tmp_path)))
     except ParseError as exc:  # not a capture Callrec reads: refused with a message naming the file
         assert Path(name).name in str(exc)
         return

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from keyset import provision
+
 from recorder.pipeline import import_captures
 from store.catalogue import Catalogue
 from store.home import Home
@@ -12,7 +14,7 @@ HEPLIFY = Path(__file__).resolve().parent.parent / "pcaps" / "real" / "heplify"
 
 
 def _calls(tmp_path: Path, name: str) -> tuple[list[dict], object]:
-    home = Home(tmp_path)
+    home = Home(provision(tmp_path))
     report = import_captures([HEPLIFY / name], home)
     with Catalogue(home.catalogue_path) as catalogue:
         return [catalogue.get_call(r["id"]) for r in catalogue.search(limit=1000)], report

@@ -1,0 +1,180 @@
+"""The appliance's configuration: TOML files merged in order, checked, with defaults.
+
+Files, each optional, read in this order (later values override earlier ones, table by table)::
+
+    <system dir>/callrec.toml          /etc/callrec unless $CALLREC_CONFIG_DIR says otherwise
+    <system dir>/callrec.d/*.toml      drop-ins, by file name
+    <home>/callrec.toml                a user install's own configuration
+    <home>/callrec.d/*.toml
+
+Every error names the file, the key and the reason (:class:`ConfigError`). What is known so far::
+
+    [retention]                 # named retention classes: <n>h, d, w, m (months) or y (years)
+    default = "30d"
+    qa = "90d"
+    mifid = "5y"
+
+    [recording]
+    retention = "default"       # the class stamped on new recordings
+    queue_header = "X-Queue"    # SIP header of the INVITE that names the queue
+
+    [keys]
+    private_key = ["/media/compliance/callrec-recording.key"]   # key files for opening recordings
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from store.errors import StoreError
+from store.retention import RetentionClass, parse_classes
+
+SYSTEM_DIR = Path("/etc/callrec")
+FILE_NAME = "callrec.toml"
+DROP_IN_DIR = "callrec.d"
+DEFAULT_RETENTION = {"default": "30d"}
+QUEUE_HEADERS = ("x-queue", "diversion")  # the INVITE headers the capture side keeps
+
+_KNOWN: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "retention": {},  # any class name -> duration text (checked by store.retention)
+    "recording": {"retention": str, "queue_header": str},
+    "keys": {"private_key": (str, list)},
+}
+
+
+class ConfigError(StoreError):
+    """A configuration file cannot be used: ``file: key: reason`` lines."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The merged, checked configuration."""
+
+    files: tuple[Path, ...] = ()
+    retention: Mapping[str, RetentionClass] = field(default_factory=dict)
+    recording_retention: str = "default"
+    queue_header: str = "x-queue"
+    private_keys: tuple[Path, ...] = ()
+    merged: Mapping[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def defaults() -> Config:
+        """The configuration when no file exists."""
+        return load_config([])
+
+    def retention_class(self, name: str | None = None) -> RetentionClass:
+        """The named class (default: the one for new recordings)."""
+        return self.retention[name or self.recording_retention]
+
+
+def system_dir(env: Mapping[str, str]) -> Path:
+    """``$CALLREC_CONFIG_DIR`` if set, else ``/etc/callrec``."""
+    explicit = env.get("CALLREC_CONFIG_DIR", "").strip()
+    return Path(explicit) if explicit else SYSTEM_DIR
+
+
+def config_files(directories: Sequence[Path]) -> list[Path]:
+    """The files that exist, in the order they are merged."""
+    found: list[Path] = []
+    for directory in directories:
+        main = directory / FILE_NAME
+        if main.is_file():
+            found.append(main)
+        drop_ins = directory / DROP_IN_DIR
+        if drop_ins.is_dir():
+            found += sorted(p for p in drop_ins.glob("*.toml") if p.is_file())
+    return found
+
+
+def load_config(directories: Sequence[Path]) -> Config:
+    """Read, merge and check the configuration of ``directories`` (system dir, then home)."""
+    files = config_files(directories)
+    merged: dict[str, dict[str, Any]] = {}
+    origin: dict[tuple[str, str], Path] = {}
+    problems: list[str] = []
+    for path in files:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(f"{path}: cannot read: {exc}")
+            continue
+        except tomllib.TOMLDecodeError as exc:
+            problems.append(f"{path}: not valid TOML: {exc}")
+            continue
+        for table, values in data.items():
+            if table not in _KNOWN:
+                problems.append(f"{path}: [{table}]: unknown section (known: {', '.join(sorted(_KNOWN))})")
+                continue
+            if not isinstance(values, dict):
+                problems.append(f"{path}: {table}: must be a [{table}] table")
+                continue
+            for key, value in values.items():
+                problems += _check_value(path, table, key, value)
+                merged.setdefault(table, {})[key] = value
+                origin[(table, key)] = path
+    if problems:
+        raise ConfigError(problems)
+    return _build(files, merged, origin)
+
+
+def _check_value(path: Path, table: str, key: str, value: object) -> list[str]:
+    known = _KNOWN[table]
+    if table == "retention":
+        return [] if isinstance(value, str) else [f'{path}: retention.{key}: must be text like "90d"']
+    if key not in known:
+        return [f"{path}: {table}.{key}: unknown key (known: {', '.join(sorted(known))})"]
+    if not isinstance(value, known[key]):
+        return [f"{path}: {table}.{key}: wrong type {type(value).__name__}"]
+    return []
+
+
+def _build(
+    files: list[Path], merged: dict[str, dict[str, Any]], origin: dict[tuple[str, str], Path]
+) -> Config:
+    def where(table: str, key: str) -> str:
+        path = origin.get((table, key))
+        return f"{path}: {table}.{key}" if path else f"{table}.{key}"
+
+    retention_text = {**DEFAULT_RETENTION, **merged.get("retention", {})}
+    try:
+        classes = parse_classes(retention_text)
+    except StoreError as exc:
+        raise ConfigError([f"retention: {exc}"]) from None
+    recording = merged.get("recording", {})
+    chosen = recording.get("retention", "default")
+    if chosen not in classes:
+        raise ConfigError(
+            [f"{where('recording', 'retention')}: no retention class {chosen!r} (have: {', '.join(classes)})"]
+        )
+    header = str(recording.get("queue_header", "X-Queue")).strip().lower()
+    if header not in QUEUE_HEADERS:
+        raise ConfigError(
+            [f"{where('recording', 'queue_header')}: {header!r} is not kept by the capture "
+             f"(one of: {', '.join(QUEUE_HEADERS)})"]
+        )  # fmt: skip
+    keys = merged.get("keys", {}).get("private_key", [])
+    key_list = [keys] if isinstance(keys, str) else list(keys)
+    if not all(isinstance(k, str) and k for k in key_list):
+        raise ConfigError([f"{where('keys', 'private_key')}: must be a path or a list of paths"])
+    return Config(
+        files=tuple(files),
+        retention=classes,
+        recording_retention=chosen,
+        queue_header=header,
+        private_keys=tuple(Path(k).expanduser() for k in key_list),
+        merged={table: dict(values) for table, values in merged.items()},
+    )
+
+
+def load_for_home(home: Path, env: Mapping[str, str] | None = None) -> Config:
+    """The configuration of a data directory: the system directory, then the home's own."""
+    return load_config([system_dir(os.environ if env is None else env), home])
