@@ -12,6 +12,7 @@ import calendar
 import json
 import re
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -147,8 +148,15 @@ def where(conn: sqlite3.Connection, spec: CallFilter) -> tuple[str, list[Any]] |
         clauses.append("(c.caller LIKE ? ESCAPE '\\' OR c.callee LIKE ? ESCAPE '\\')")
         params += [like_contains(needle)] * 2
     ids: set[int] | None = None
+    if spec.scope is not None:  # a narrow scope as an id list; a broad one checked while walking
+        ids = _probe_sql(conn, f"SELECT c.id FROM calls AS c WHERE {spec.scope[0]}", spec.scope[1])
+        if ids is None:
+            clauses.append(f"+({spec.scope[0]})")  # "+": no index, so the start-time walk is kept
+            params += list(spec.scope[1])
     if len(needle) >= 3:
-        ids = _probe(conn, "calls_numbers", '"' + needle.replace('"', '""') + '"')
+        found = _probe(conn, "calls_numbers", '"' + needle.replace('"', '""') + '"')
+        if found is not None:  # else the LIKE above decides, row by row
+            ids = found if ids is None else ids & found
     if spec.text is not None and spec.text.strip():
         query = fts_query(spec.text)
         if not query:
@@ -190,15 +198,15 @@ def _plain(spec: CallFilter) -> tuple[list[str], list[Any]]:
         params.append(float(spec.min_duration_s))
     if spec.recorded is not None:
         clauses.append("c.recording_path IS NOT NULL" if spec.recorded else "c.recording_path IS NULL")
-    if spec.scope is not None:
-        clauses.append(f"({spec.scope[0]})")
-        params += list(spec.scope[1])
     return clauses, params
 
 
 def _probe(conn: sqlite3.Connection, table: str, query: str) -> set[int] | None:
     """Ids matching ``query`` in an FTS5 table, or ``None`` if more than ``SELECTIVE``."""
-    rows = conn.execute(
-        f"SELECT rowid FROM {table} WHERE {table} MATCH ? LIMIT ?", (query, SELECTIVE + 1)
-    ).fetchall()
+    return _probe_sql(conn, f"SELECT rowid FROM {table} WHERE {table} MATCH ?", [query])
+
+
+def _probe_sql(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> set[int] | None:
+    """The ids ``sql`` selects, or ``None`` if more than ``SELECTIVE`` (it stops reading there)."""
+    rows = conn.execute(f"{sql} LIMIT ?", (*params, SELECTIVE + 1)).fetchall()
     return None if len(rows) > SELECTIVE else {row[0] for row in rows}

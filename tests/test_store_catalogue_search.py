@@ -15,8 +15,10 @@ from test_store_catalogue import NOW_NS, SEC, call, clock
 
 import store.catalogue
 import store.query
+from store.access import Principal
 from store.catalogue import Catalogue, iso_from_ns, parse_when
 from store.errors import InvalidArgument
+from store.query import CallFilter
 
 
 @pytest.fixture
@@ -239,3 +241,32 @@ def test_parse_when_keeps_nanoseconds_and_round_trips() -> None:
 def test_parse_when_rejects(text: str) -> None:
     with pytest.raises(InvalidArgument, match=r"invalid date .*"):
         parse_when(text)
+
+
+QUEUE = st.sampled_from(["sales", "support", None])
+NUMBER = st.sampled_from(["201", "202", "301", "+35262100", "2011"])
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    rows=st.lists(st.tuples(QUEUE, NUMBER, NUMBER), min_size=1, max_size=12),
+    queues=st.lists(st.sampled_from(["sales", "support", "billing"]), max_size=2, unique=True),
+    extensions=st.lists(st.sampled_from(["20?", "2*", "+352*", "9"]), max_size=2, unique=True),
+    number=st.sampled_from(["", "20", "2011", "+352"]),
+)
+def test_a_scoped_search_is_the_filter_then_the_scope(
+    rows: list[tuple[str | None, str, str]], queues: list[str], extensions: list[str], number: str
+) -> None:
+    """Whichever path the scope takes (an id list, or a check while walking the start-time
+    index), a supervisor's search is the unscoped search cut to what ``can_see`` allows."""
+    who = Principal(name="sam", role="supervisor", queues=tuple(queues), extensions=tuple(extensions))
+    with Catalogue(":memory:") as cat:
+        for n, (queue, caller, callee) in enumerate(rows):
+            cat.add_call(call(f"c{n}", NOW_NS + n, caller=caller, callee=callee, queue=queue))
+        everything = cat.search(number=number or None, limit=None)
+        expected = [r["call_id"] for r in everything if who.can_see(r)]
+        for threshold in (2000, 1, 0):
+            with mock.patch.object(store.query, "SELECTIVE", threshold):
+                spec = CallFilter(number=number or None, scope=who.scope_condition("c"))
+                assert names(cat.search(spec=spec, limit=None)) == expected
+                assert cat.count(spec=spec) == len(expected)
