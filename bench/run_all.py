@@ -52,7 +52,9 @@ def main() -> None:
     results += run_lines(["bench/bench_render.py", "--codec", "all" if not args.quick else "g711"])
     if not args.quick:
         results.append(run(["bench/bench_import.py", "--calls", "1000", "--seconds", "60"]))
-        results.append(run(["bench/bench_catalogue.py"]))
+        results.append(run(["bench/bench_seal.py"]))
+        results.append(run(["bench/bench_seal_import.py", "--calls", "100", "--seconds", "60"]))
+        results.append(run(["bench/bench_catalogue.py", "--rows", "1000000"]))
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Benchmark results",
