@@ -6,6 +6,7 @@ their calls) and leaves an audit entry with the call ids it returned.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -200,6 +201,24 @@ def calls_verify(obj: Context, call_id: int | None, as_json: bool) -> None:
         click.echo(f"Verified {len(results)} call(s): {len(results) - len(bad)} intact, {len(bad)} failed")
     if bad:
         raise SystemExit(1)
+
+
+@calls.command("note")
+@click.argument("call_id", metavar="ID", type=int)
+@click.argument("text")
+@click.pass_obj
+def calls_note(obj: Context, call_id: int, text: str) -> None:
+    """Add a note to a call (kept with your name and the time; found by `calls search`).
+
+    \b
+    Example:
+      callrec calls note 42 "customer disputes the quoted rate; see ticket 881"
+    """
+    who = obj.principal()
+    obj.visible_call(call_id, "calls.note")
+    obj.catalogue().add_note(call_id, text, by=who.name, now_ns=time.time_ns())
+    obj.audit("calls.note", call_ids=[call_id], detail={"text": text})
+    click.echo(f"Noted on call {call_id}")
 
 
 calls.add_command(calls_export)

@@ -54,6 +54,7 @@ CALL_FIELDS = (
     "queue",
     "retention_class",
     "expires_at",
+    "notes",
 )
 CSV_FIELDS = (
     "id",
@@ -177,6 +178,7 @@ def call_text(call: dict[str, Any]) -> str:
         "queue",
         "retention_class",
         "expires_at",
+        "notes",
     ):
         value = call.get(key)
         if value in (None, "", []):

@@ -72,7 +72,7 @@ def retention_apply(obj: Context, dry_run: bool, as_json: bool) -> None:
     else:
         done = report.would_purge if dry_run else report.purged
         verb = "would purge" if dry_run else "purged"
-        click.echo(f"Retention: {verb} {len(done)} recording(s); {len(report.held)} expired but on hold")
+        click.echo(f"Retention: {verb} {len(done)} call(s); {len(report.held)} expired but on hold")
         if report.resumed:
             click.echo(f"  completed {len(report.resumed)} purge(s) an earlier run left unfinished")
         for call, error in sorted(report.errors.items()):

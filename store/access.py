@@ -39,6 +39,7 @@ ACTIONS: Mapping[str, str] = MappingProxyType(
         "calls.play": "play recordings",
         "calls.verify": "verify recordings",
         "calls.plot": "plot recordings",
+        "calls.note": "annotate calls",
         "hold.add": "place legal holds",
         "hold.remove": "release legal holds",
         "hold.list": "list legal holds",
@@ -68,6 +69,7 @@ PERMISSIONS: Mapping[str, frozenset[str]] = MappingProxyType(
         "compliance": _READ_CALLS
         | {
             "calls.verify",
+            "calls.note",
             "hold.add",
             "hold.remove",
             "hold.list",

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 from sqlite_utils import Database
 
-from store.errors import NotFound, StoreError
+from store.errors import InvalidArgument, NotFound, StoreError
 from store.migrations import (
     CALL_COLUMNS,
     INSERT_CALL,
@@ -215,6 +215,19 @@ class Catalogue:
             channels=channels,
             recording_seconds=seconds,
         )
+
+    def add_note(self, call: int, text: str, *, by: str, now_ns: int) -> str:
+        """Append a line ``<time> <by>: <text>`` to the call's notes (searchable); returns the notes."""
+        line = " ".join(text.split())
+        if not line:
+            raise InvalidArgument("a note needs some text")
+        with write_transaction(self.db):
+            row = self.db.conn.execute("SELECT notes FROM calls WHERE id = ?", (call,)).fetchone()
+            if row is None:
+                raise NotFound(f"no call with id {call}")
+            notes = (row[0] + "\n" if row[0] else "") + f"{iso_from_ns(now_ns)} {by}: {line}"
+            self.db.conn.execute("UPDATE calls SET notes = ? WHERE id = ?", (notes, call))
+        return notes
 
     def set_error(self, call: int, error: str | None) -> None:
         """Record why processing a call failed (``None`` clears it)."""

@@ -2,11 +2,12 @@
 
 Classes come from configuration as ``name -> duration`` (:func:`parse_classes`); a call is stamped
 when recorded with its class and expiry (:func:`retention_fields`). :class:`Retention` purges the
-expired recordings in four steps, each idempotent, so a crash anywhere leaves a state that the next
+expired calls (their recording, and the parties of calls never recorded: personal data too) in four
+steps, each idempotent, so a crash anywhere leaves a state that the next
 run completes (interrupted purges are completed first):
 
 1. ``tombstone``: a ``'purging'`` tombstone is inserted, re-checking in the same transaction that
-   the call is still expired, recorded and not held;
+   the call is still expired and not held;
 2. ``shred``: the wrapped data key (``recording_keys``) is deleted and the tombstone's ``purged_at``
    set: the point of no return, the audio is unrecoverable even from a copy of the file. A hold
    placed before it (or a later expiry) removes the tombstone instead; after it, holds are refused;
@@ -257,7 +258,7 @@ _RESUMING = f"""
     FROM tombstones t JOIN calls c ON c.id = t.call
     WHERE t.state = 'purging' ORDER BY t.started_at, c.id
 """
-_DUE = f"""c.expires_ns <= ? AND c.recording_path IS NOT NULL AND NOT {_HELD}
+_DUE = f"""c.expires_ns <= ? AND NOT {_HELD}
     AND NOT EXISTS (SELECT 1 FROM tombstones t WHERE t.call = c.id)"""
 _EXPIRED = f"""SELECT {_CANDIDATE_COLUMNS}, c.retention_class, c.expires_ns, c.expires_at, c.recording_path,
     c.recording_sha256, 'expired' FROM calls c WHERE {_DUE} ORDER BY c.expires_ns, c.id"""
@@ -265,7 +266,7 @@ _RECHECK = f"""SELECT c.retention_class, coalesce(c.expires_at, ''), c.expires_n
     c.recording_sha256 FROM calls c WHERE c.id = ? AND {_DUE}"""
 _STILL_DUE = f"SELECT 1 FROM calls c WHERE c.id = ? AND c.expires_ns <= ? AND NOT {_HELD}"
 _HELD_EXPIRED = f"""SELECT c.id FROM calls c LEFT JOIN tombstones t ON t.call = c.id
-    WHERE c.expires_ns <= ? AND c.recording_path IS NOT NULL AND {_HELD}
+    WHERE c.expires_ns <= ? AND {_HELD}
         AND (t.call IS NULL OR (t.state = 'purging' AND t.purged_at IS NULL)) ORDER BY c.expires_ns, c.id"""
 _INSERT_TOMBSTONE = """INSERT INTO tombstones (call, state, started_at, purged_by, reason, retention_class,
     expires_at, recording_path, recording_sha256) VALUES (?, 'purging', ?, ?, ?, ?, ?, ?, ?)"""

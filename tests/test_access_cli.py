@@ -149,3 +149,14 @@ def test_search_and_list_filters(home: Path) -> None:
     assert "queue" in csv[0].split(",") and len(csv) == 2
     bad = run(home, "calls", "list", "--direction", "sideways")
     assert bad.exit_code == 2 and "sideways" in bad.output
+
+
+def test_notes_are_kept_searchable_and_audited(home: Path) -> None:
+    sales = ids_by_queue(home)["sales"]
+    ok(run(home, "calls", "note", str(sales), "customer disputes the rate", as_user="carol"))
+    [found] = listed(home, "search", "disputes")
+    assert found["id"] == sales and found["notes"].endswith("carol: customer disputes the rate")
+    denied = run(home, "calls", "note", str(sales), "x", as_user="ada")
+    assert denied.exit_code == 1 and "may not annotate" in denied.output
+    entries = json.loads(ok(run(home, "audit", "list", "--action", "calls.note", "--json")).stdout)
+    assert [(e["user"], e["outcome"]) for e in entries] == [("carol", "ok"), ("ada", "denied")]

@@ -44,6 +44,7 @@ CALL_KEYS = {
     "queue",
     "retention_class",
     "expires_at",
+    "notes",
     "legs",
     "recording",
 }

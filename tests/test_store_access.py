@@ -35,6 +35,7 @@ EXPECTED = {
     "compliance": CALL_READING
     | {
         "calls.verify",
+        "calls.note",
         "hold.add",
         "hold.remove",
         "hold.list",

@@ -55,15 +55,18 @@ def test_apply_purges_exactly_the_expired_unheld_recordings(env: Env) -> None:
     held = add(env, "5", T0 - DAY)
     no_recording = add(env, "6", T0, recording=False)
     env.holds.add(held, reason="case 1", by="carol", now_ns=T0)
-    assert [c.call for c in env.retention.candidates(NOW)] == [expired]
+    # a call without a recording expires too: its parties are personal data
+    assert [c.call for c in env.retention.candidates(NOW)] == [expired, no_recording]
     report = env.retention.apply(NOW, by="retention")
-    assert report.purged == (expired,) and report.held == (held,) and report.ok and not report.dry_run
+    assert report.purged == (expired, no_recording) and report.held == (held,) and report.ok
+    assert not report.dry_run
     assert report.resumed == () and report.would_purge == () and report.checkpointed and report.vacuumed
     for call in (recent, monthly, unclassified, held):
         row = env.cat.get_call(call)
         assert row["recording_path"] and env.store.exists(row["recording_path"]) and key_exists(env, call)
         assert tombstone(env, call) is None and row["caller"]
-    assert tombstone(env, no_recording) is None
+    assert tombstone(env, no_recording)["state"] == "purged"
+    assert env.cat.get_call(no_recording)["caller"] is None
     assert not env.store.exists("recordings/1.wav") and not key_exists(env, expired)
 
 
@@ -340,7 +343,7 @@ def test_report(env: Env) -> None:
     add(env, "5", T0 - 2 * DAY, "year")
     add(env, "6", T0, None)  # unclassified
     add(env, "7", T0, expires_ns=None, expires_at=None)  # a class, no expiry
-    add(env, "8", T0, recording=False)
+    unrecorded = add(env, "8", T0, recording=False)
     with write_transaction(env.cat.db):
         env.conn.execute("UPDATE calls SET retention_class = 'legacy' WHERE id = ?", (kept,))
     env.holds.add(held, reason="case", by="carol", now_ns=T0)
@@ -355,7 +358,7 @@ def test_report(env: Env) -> None:
     assert by_name["year"].kept == 1 and by_name["short"].next_expiry_ns is None
     assert summary.unclassified == 1 and summary.no_expiry == 2 and summary.purged_total == 0
     assert summary.next_expiry_ns == expiry_ns(T0 + 9 * DAY + SEC, CLASSES["short"])
-    assert env.retention.apply(NOW, by="retention").purged == (due,)
+    assert env.retention.apply(NOW, by="retention").purged == (due, unrecorded)  # metadata expires too
     after = {c.name: c for c in env.retention.report(NOW).classes}
-    assert (after["short"].purged, after["short"].due, after["short"].held) == (1, 0, 1)
-    assert after["year"].kept == 1 and env.retention.report(NOW).purged_total == 1
+    assert (after["short"].purged, after["short"].due, after["short"].held) == (2, 0, 1)
+    assert after["year"].kept == 1 and env.retention.report(NOW).purged_total == 2

@@ -67,11 +67,12 @@ def build(root: Path, scenario: list[dict[str, Any]]) -> tuple[Env, list[int]]:
 
 
 def due_at(scenario: list[dict[str, Any]], ids: list[int], now_ns: int, held: bool = False) -> set[int]:
-    """The expired recordings without an active hold (with ``held``: those with one)."""
+    """The expired calls (with a recording or not) without an active hold (with ``held``: those
+    with one)."""
     return {
         call
         for call, spec in zip(ids, scenario, strict=True)
-        if spec["recording"] and spec["retention"] and (spec["hold"] == "active") == held
+        if spec["retention"] and (spec["hold"] == "active") == held
         and expiry_ns(T0 + spec["day"] * DAY, CLASSES[spec["retention"]]) <= now_ns
     }  # fmt: skip
 
