@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -118,19 +119,32 @@ def import_cmd(obj: Context, files: tuple[Path, ...], as_json: bool) -> None:
 
 
 def _summary(report: ImportReport) -> str:
+    """The totals, then (for several files) one block per capture: frames read, calls found,
+    recorded, not recorded and why, frames skipped by reason."""
     lines = [
         f"{len(report.files)} file(s), {report.packets} packets: {report.calls_found} call(s) found, "
         f"{report.recorded} recorded, {len(report.created_ids)} added to the catalogue"
         + (f", {report.already_present} already present" if report.already_present else ""),
     ]
-    for reason, count in sorted(report.not_recorded.items()):
-        lines.append(f"  not recorded: {count} ({reason})")
-    for warning in report.warnings:
-        lines.append(f"  warning: {warning}")
-    if report.skipped_packets:
-        skipped = ", ".join(f"{k} {v}" for k, v in sorted(report.skipped_packets.items()))
-        lines.append(f"  packets skipped: {skipped}")
+    lines += _details("  ", report.not_recorded, report.skipped_packets, report.warnings)
+    if len(report.per_file) > 1:
+        for one in report.per_file:
+            lines.append(
+                f"  {Path(one.path).name}: {one.frames} frames, {one.calls_found} call(s) found, "
+                f"{one.recorded} recorded"
+            )
+            lines += _details("    ", one.not_recorded, one.skipped, [])
     return "\n".join(lines)
+
+
+def _details(
+    indent: str, not_recorded: Mapping[str, int], skipped: Mapping[str, int], warnings: list[str]
+) -> list[str]:
+    lines = [f"{indent}not recorded: {count} ({reason})" for reason, count in sorted(not_recorded.items())]
+    lines += [f"{indent}warning: {warning}" for warning in warnings]
+    if skipped:
+        lines.append(f"{indent}packets skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())))
+    return lines
 
 
 for group in (calls, keys, users, audit, retention, hold):

@@ -35,8 +35,22 @@ CATALOGUE_BATCH = 64
 
 
 @dataclass(slots=True)
+class FileReport:
+    """What one capture file gave: frames read, calls found and recorded, what was skipped."""
+
+    path: str
+    frames: int = 0
+    calls_found: int = 0
+    recorded: int = 0
+    not_recorded: collections.Counter[str] = field(default_factory=collections.Counter)
+    skipped: collections.Counter[str] = field(default_factory=collections.Counter)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class ImportReport:
     files: list[str] = field(default_factory=list)
+    per_file: list[FileReport] = field(default_factory=list)
     packets: int = 0
     calls_found: int = 0
     recorded: int = 0
@@ -125,6 +139,8 @@ class _Importer:
 
     def import_file(self, path: Path, progress: ProgressCallback | None) -> None:
         self.report.files.append(str(path))
+        before = (self.report.packets, self.report.calls_found, self.report.recorded)
+        not_recorded_before = collections.Counter(self.report.not_recorded)
         frames = FrameDecoder()
         tracker = CallTracker(self.tracker_config)
         source = path.name
@@ -138,16 +154,26 @@ class _Importer:
                     position = reader.position
                     progress(position - done)
                     done = position
-        self.report.warnings += reader.warnings
+        self.report.warnings += [f"{path.name}: {w}" for w in reader.warnings]
         for call in tracker.flush():
             self._save(call, source)
         frames.finish()
         self._flush_rows()
+        file_report = FileReport(
+            str(path),
+            frames=self.report.packets - before[0],
+            calls_found=self.report.calls_found - before[1],
+            recorded=self.report.recorded - before[2],
+            not_recorded=self.report.not_recorded - not_recorded_before,
+            warnings=list(reader.warnings),
+        )
         for counters in (frames.counters, tracker.counters):
             for key, value in counters.items():
                 self.report.counters[key] += value
                 if key not in INFO_COUNTERS and not key.startswith("decapsulated_") and value:
                     self.report.skipped_packets[key] += value
+                    file_report.skipped[key] += value
+        self.report.per_file.append(file_report)
 
     def _save(self, call: CapturedCall, source: str) -> None:
         self.report.calls_found += 1

@@ -243,3 +243,17 @@ def test_packet_loss_bursts_are_events_of_the_sender(home: Path) -> None:
         "caller": expected["caller->callee"]["lost"],
         "callee": expected["callee->caller"]["lost"],
     }
+
+
+def test_import_reports_each_capture(home: Path) -> None:
+    malformed = FIXTURES / "malformed_mix.pcap"
+    result = run(home, "import", str(BASIC), str(BUSY), str(malformed))
+    lines = result.stdout.splitlines()
+    per_file = [line for line in lines if line.startswith("  ") and ": " in line and " frames, " in line]
+    assert [line.split(":")[0].strip() for line in per_file] == [BASIC.name, BUSY.name, malformed.name]
+    basic = next(line for line in per_file if BASIC.name in line)
+    assert basic.endswith("1 call(s) found, 1 recorded")
+    busy_block = lines[lines.index(next(line for line in per_file if BUSY.name in line)) + 1]
+    assert busy_block.strip() == "not recorded: 1 (no media)"
+    skipped = lines[lines.index(next(line for line in per_file if malformed.name in line)) + 1 :]
+    assert any(line.startswith("    packets skipped: ") for line in skipped)
