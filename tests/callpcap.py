@@ -66,7 +66,7 @@ def write_calls(path: Path, calls: Sequence[CallSpec], seed: int = 1) -> Path:
         for i in range(packets):
             at = t + 0.52 + i * 0.02
             for from_caller, ssrc in ((True, 0x1000 + n), (False, 0x2000 + n)):
-                payload = bytes(rng.randrange(256) for _ in range(160))
+                payload = rng.randbytes(160)
                 src, sport, dst, dport = (
                     (CALLER_IP, a_port, CALLEE_IP, b_port)
                     if from_caller

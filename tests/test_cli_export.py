@@ -148,7 +148,7 @@ def test_a_damaged_recording_is_not_exported(home: Path, calls: dict, out: Path,
     result = run(home, "calls", "export", str(call["id"]), "--out", str(target), *extra)
     assert result.exit_code == 1
     assert result.stderr.strip() == (
-        "Error: chunk 1 failed authentication (altered, reordered or from another file)"
+        "Error: chunk 0 failed authentication (altered, reordered or from another file)"
     )
     assert not list(out.iterdir())  # no partial file, no temp file
 

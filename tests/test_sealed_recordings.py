@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from callpcap import CallSpec, write_calls
 from click.testing import CliRunner, Result
 from keyset import PASSPHRASE, keyset, provision
 
@@ -58,6 +59,13 @@ def home(tmp_path: Path) -> Path:
 @pytest.fixture
 def call(home: Path) -> dict:
     [found] = imported(home, CALL)
+    return found
+
+
+@pytest.fixture
+def long_call(home: Path, tmp_path: Path) -> dict:
+    """A call long enough for several sealed chunks (1 MiB each: 33 s of 8 kHz stereo)."""
+    [found] = imported(home, write_calls(tmp_path / "long.pcap", [CallSpec("+3526", "201", seconds=110)]))
     return found
 
 
@@ -126,8 +134,9 @@ def test_the_appliance_home_alone_cannot_open_a_recording(home: Path, call: dict
     ],
 )
 def test_tampered_files_are_refused_with_their_own_error(
-    home: Path, call: dict, tmp_path: Path, damage: str, error: str
+    home: Path, long_call: dict, tmp_path: Path, damage: str, error: str
 ) -> None:
+    call = long_call
     path = sealed_path(home, call)
     data = bytearray(path.read_bytes())
     frames = _frames(bytes(data))
