@@ -21,6 +21,7 @@ class CallState(enum.StrEnum):
     REJECTED = "rejected"  # 4xx / 6xx final response (busy, declined, not found, ...)
     REDIRECTED = "redirected"  # 3xx final response
     FAILED = "failed"  # 5xx final response, or no final response before the timeout
+    UNSIGNALLED = "unsignalled"  # RTP with no SIP captured, paired into a call by heuristics
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +29,7 @@ class CallEvent:
     """One thing that happened in a call, for the catalogue's event table."""
 
     ts_ns: int
-    kind: str  # "sip", later "dtmf", "hold", "pause", ...
+    kind: str  # "sip", "media", "note", later "dtmf", "hold", "pause", ...
     summary: str  # e.g. "INVITE", "180 Ringing", "BYE"
     sender: str = ""  # "caller", "callee" or "" when unknown
     detail: str = ""  # e.g. "retransmission", "sdp: 198.51.100.10:4000 sendrecv PCMU"

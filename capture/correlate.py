@@ -15,7 +15,7 @@ Peers are learned from packets placed by 1 or 3 whose other endpoint is in no SD
 named by two calls still in progress (a B2BUA's two dialogs with direct media) is shared: its
 packets go to both (a fan-out group). Media nobody has claimed yet is kept for a short while
 (:class:`Unclaimed`), so packets that reach the mirror just before the SDP naming their endpoint
-are not lost.
+are not lost; what nobody claims goes on to :mod:`capture.unsignalled`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from capture.calls import Endpoint
 from capture.media import RtpPackets
+from capture.packets import DatagramBatch
+from capture.rtp import parse_rtp_columns
+from capture.unsignalled import UnsignalledCalls, ipv6_names
 
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
@@ -207,28 +211,70 @@ class _Chunk:
     src: U64
     packets: RtpPackets
     taken: npt.NDArray[np.bool_]
+    names: dict[int, Endpoint] | None
 
 
 class Unclaimed:
-    """RTP nobody has claimed, kept ``window_ns`` of capture time (at most ``limit`` packets)."""
+    """RTP nobody has claimed, kept ``window_ns`` of capture time (at most ``limit`` packets).
 
-    def __init__(self, counters: collections.Counter[str], window_ns: int, limit: int) -> None:
+    What expires unclaimed is counted as ``rtp_unmatched``, or, with a ``sink`` (unsignalled
+    calls), handed to it to be judged as RTP of a call whose signalling was not captured."""
+
+    def __init__(
+        self,
+        counters: collections.Counter[str],
+        window_ns: int,
+        limit: int,
+        sink: UnsignalledCalls | None = None,
+    ) -> None:
         self.counters = counters
         self.window_ns = window_ns
         self.limit = limit
+        self.sink = sink
         self._chunks: collections.deque[_Chunk] = collections.deque()
         self._count = 0
 
     def __bool__(self) -> bool:
-        return bool(self._chunks)
+        return bool(self._chunks) or bool(self.sink)
 
-    def keep(self, packets: RtpPackets, dst: U64, src: U64) -> None:
+    def keep_rows(
+        self,
+        batch: DatagramBatch,
+        miss: npt.NDArray[np.bool_],
+        rows: I64,
+        dst: U64,
+        src: U64,
+        is_rtcp: npt.NDArray[np.bool_],
+        now_ns: int,
+    ) -> None:
+        """Parse and keep the media rows of ``batch`` that no call claimed (``miss`` selects them
+        from ``rows``; RTCP is only counted)."""
+        rows, dst, src, is_rtcp = rows[miss], dst[miss], src[miss], is_rtcp[miss]
+        rtcp = int(is_rtcp.sum())
+        if rtcp:
+            self.counters["rtcp_unmatched"] += rtcp
+            keep = ~is_rtcp
+            rows, dst, src = rows[keep], dst[keep], src[keep]
+        self.expire(int(batch.ts_ns[rows[-1]]) if rows.shape[0] else now_ns)
+        if rows.shape[0] == 0:
+            return
+        packets, valid = parse_rtp_columns(
+            batch.buffer, batch.payload_offsets[rows], batch.payload_lengths[rows], batch.ts_ns[rows]
+        )
+        if not valid.all():
+            self.counters["rtp_malformed"] += int((~valid).sum())
+            rows, dst, src = rows[valid], dst[valid], src[valid]
+        names = ipv6_names(batch, rows, dst, src) if self.sink is not None else None
+        self.keep(packets, dst, src, names)
+
+    def keep(self, packets: RtpPackets, dst: U64, src: U64, names: dict[int, Endpoint] | None = None) -> None:
         if len(packets):
-            self._chunks.append(_Chunk(dst, src, packets, np.zeros(len(packets), dtype=np.bool_)))
+            self._chunks.append(_Chunk(dst, src, packets, np.zeros(len(packets), dtype=np.bool_), names))
             self._count += len(packets)
 
     def expire(self, now_ns: int, everything: bool = False) -> None:
-        """Drop what is older than the window (or over the limit); count it as unmatched."""
+        """Drop what is older than the window (or over the limit): count it as unmatched, or hand
+        it to the sink."""
         while self._chunks and (
             everything
             or self._count > self.limit
@@ -236,11 +282,29 @@ class Unclaimed:
         ):
             old = self._chunks.popleft()
             self._count -= len(old.packets)
-            self.counters["rtp_unmatched"] += int((~old.taken).sum())
+            rest = np.flatnonzero(~old.taken)
+            if self.sink is None:
+                self.counters["rtp_unmatched"] += int(rest.shape[0])
+            elif rest.shape[0]:
+                self.sink.add(old.packets.select(rest), old.dst[rest], old.src[rest], old.names)
 
     def adopt(self, key: int, receiving_leg: int, sending_leg: int) -> list[tuple[int, RtpPackets]]:
         """Packets sent to ``key`` (for ``receiving_leg``) or from it (``sending_leg``), as claimed
-        by an SDP that has just named ``key``; they are taken out of the buffer."""
+        by an SDP that has just named ``key``; they are taken out of the buffer. When some were
+        still here the media is flowing, and its older part, with the sink, is the call's too."""
+        out = self._take(key, receiving_leg, sending_leg)
+        if out and self.sink:
+            out = self.sink.adopt(key, receiving_leg, sending_leg) + out
+        self.counters["rtp_adopted_before_sdp"] += sum(len(packets) for _, packets in out)
+        return out
+
+    def discard(self, key: int) -> int:
+        """Drop the packets from or to ``key`` (an SDP has named it for media that is not audio);
+        returns how many."""
+        dropped = sum(len(packets) for _, packets in self._take(key, NO_LEG, NO_LEG))
+        return dropped + (self.sink.discard(key) if self.sink else 0)
+
+    def _take(self, key: int, receiving_leg: int, sending_leg: int) -> list[tuple[int, RtpPackets]]:
         k = np.uint64(key)
         out = []
         for chunk in self._chunks:
@@ -251,5 +315,4 @@ class Unclaimed:
                 if rows.shape[0]:
                     chunk.taken[rows] = True
                     out.append((leg_id, chunk.packets.take(rows)))
-                    self.counters["rtp_adopted_before_sdp"] += rows.shape[0]
         return out

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from capture.calls import CallEvent, CallState, Endpoint
 from capture.errors import ParseError
 from capture.media import MediaFormat
-from capture.sdp import parse_sdp
+from capture.sdp import SdpMedia, parse_sdp
+from capture.sidemedia import AUDIO, OTHER, T38, VIDEO
 from capture.sip import SipMessage, uri_user
 
 CALLER = "caller"
@@ -39,7 +40,9 @@ _TERMINAL = {
 
 @dataclass(frozen=True, slots=True)
 class MediaOffer:
-    """``side`` receives audio at ``endpoint`` (RTCP at ``rtcp``) with these payload formats."""
+    """``side`` receives audio at ``endpoint`` (RTCP at ``rtcp``) with these payload formats.
+    ``kind`` other than ``audio`` (``video``, ``other``, ``t38``: see :mod:`capture.sidemedia`)
+    names an endpoint of media that is not recorded."""
 
     side: str
     endpoint: Endpoint
@@ -47,6 +50,26 @@ class MediaOffer:
     formats: dict[int, MediaFormat]
     direction: str
     encrypted: bool
+    kind: str = AUDIO
+
+    def describe(self) -> str:
+        if self.kind == T38:
+            return f"T.38 fax (udptl) {self.endpoint}: not recorded"
+        if self.kind != AUDIO:
+            return f"{self.kind} {self.endpoint}: not recorded"
+        encodings = ",".join(sorted({f.encoding for f in self.formats.values()}))
+        return f"sdp {self.endpoint} {self.direction} {encodings}"
+
+
+def side_kind(media: SdpMedia) -> str | None:
+    """What an enabled ``m=`` section that is not audio carries over UDP (``None``: audio, disabled
+    or not over UDP)."""
+    protocol = media.protocol.upper()
+    if media.media.lower() == "audio" or media.is_disabled or protocol.startswith("TCP"):
+        return None
+    if media.media.lower() == "image" and protocol == "UDPTL":
+        return T38
+    return VIDEO if media.media.lower() == "video" else OTHER
 
 
 def other_side(side: str) -> str:
@@ -70,6 +93,9 @@ class CallDialog:
         self.last_sip_ns = ts_ns
         self.cancel_seen = False
         self.on_hold: dict[str, bool] = {}  # side -> its latest SDP puts the call on hold
+        self.fax = False  # the latest SDP moved the call to T.38 (an image stream and no audio)
+        self._audio_pts: set[int] = set()  # payload types of audio sections (any SDP)
+        self._video_pts: set[int] = set()  # ...and of RTP sections that are not audio
         self.events: list[CallEvent] = []
         self._seen: set[tuple[object, ...]] = set()
         frm = invite.from_addr
@@ -108,12 +134,13 @@ class CallDialog:
             self.events.append(CallEvent(ts_ns, "sip", msg.summary(), sender, "retransmission"))
             return []
         self._seen.add(key)
+        was_fax = self.fax
         offers = self._offers(msg, sender)
-        detail = "; ".join(
-            f"sdp {o.endpoint} {o.direction} {','.join(sorted({f.encoding for f in o.formats.values()}))}"
-            for o in offers
-        )
+        detail = "; ".join(o.describe() for o in offers)
         self.events.append(CallEvent(ts_ns, "sip", msg.summary(), sender, detail))
+        if self.fax != was_fax:
+            change = "switched to T.38 fax: audio ends" if self.fax else "back to audio after T.38 fax"
+            self.events.append(CallEvent(ts_ns, "sip", "T.38", sender, change))
         if msg.is_request:
             self._on_request(msg, ts_ns)
         elif cseq_method == "INVITE" and cseq_num == self.invite_cseq:
@@ -189,6 +216,11 @@ class CallDialog:
         return self.state in _TERMINAL
 
     @property
+    def non_audio_payload_types(self) -> frozenset[int]:
+        """Payload types only non-audio RTP sections use (video bundled with the audio)."""
+        return frozenset(self._video_pts - self._audio_pts)
+
+    @property
     def held(self) -> bool:
         """Whether either side's latest SDP holds the call (sendonly, recvonly, inactive, 0.0.0.0):
         no media is expected, so silence on the wire must not end the call."""
@@ -204,27 +236,72 @@ class CallDialog:
             except ParseError:
                 self.events.append(CallEvent(0, "sip", "SDP", sender, "unparseable SDP body"))
                 continue
-            for media in sdp.audio():
+            self._note_sections(sdp.media)
+            audio = sdp.audio()
+            for media in audio:
                 address = media.connection_address
                 held = media.direction != "sendrecv" or address in ("0.0.0.0", "::")
                 self.on_hold[sender] = held  # RFC 3264 hold (and RFC 2543's 0.0.0.0)
                 if not address or media.port == 0 or address in ("0.0.0.0", "::"):
                     continue
-                rtcp = None
-                if media.rtcp_mux:
-                    pass  # RTCP shares the RTP port; packets are told apart by type (RFC 5761)
-                elif media.rtcp_port:
-                    rtcp = Endpoint(media.rtcp_address or address, media.rtcp_port)
-                else:
-                    rtcp = Endpoint(address, media.port + 1)
                 offers.append(
                     MediaOffer(
                         sender,
                         Endpoint(address, media.port),
-                        rtcp,
+                        _rtcp(media, address),
                         media.formats_by_pt(),
                         media.direction,
                         media.is_encrypted,
                     )
                 )
+            offers += self._side_offers(sdp.media, audio, sender)
         return offers
+
+    def _note_sections(self, sections: tuple[SdpMedia, ...]) -> None:
+        for media in sections:
+            pts = set(media.formats_by_pt())
+            if media.media.lower() == "audio":
+                self._audio_pts |= pts
+            elif "RTP" in media.protocol.upper():
+                self._video_pts |= pts
+
+    def _side_offers(
+        self, sections: tuple[SdpMedia, ...], audio: list[SdpMedia], sender: str
+    ) -> list[MediaOffer]:
+        """Offers for the enabled sections that are not audio; one on an audio endpoint (BUNDLE) is
+        left to the audio (its packets are told apart by payload type). Updates :attr:`fax`."""
+        audio_at: set[tuple[str | None, int]] = set()  # audio endpoints (RTP, RTCP) stay audio
+        for m in audio:
+            audio_at.add((m.connection_address, m.port))
+            if (rtcp := _rtcp(m, m.connection_address or "")) is not None:
+                audio_at.add((rtcp.address, rtcp.port))
+        offers = []
+        for media in sections:
+            kind = side_kind(media)
+            address = media.connection_address
+            if (
+                kind is None
+                or not address
+                or address in ("0.0.0.0", "::")
+                or (address, media.port) in audio_at
+            ):
+                continue
+            rtcp = _rtcp(media, address) if kind != T38 else None
+            if rtcp is not None and (rtcp.address, rtcp.port) in audio_at:
+                rtcp = None
+            offers.append(
+                MediaOffer(sender, Endpoint(address, media.port), rtcp, {}, media.direction, False, kind)
+            )
+        if audio:
+            self.fax = False
+        elif any(o.kind == T38 for o in offers):
+            self.fax = True
+        return offers
+
+
+def _rtcp(media: SdpMedia, address: str) -> Endpoint | None:
+    if media.rtcp_mux:
+        return None  # RTCP shares the RTP port; packets are told apart by type (RFC 5761)
+    if media.rtcp_port:
+        return Endpoint(media.rtcp_address or address, media.rtcp_port)
+    return Endpoint(address, media.port + 1)

@@ -114,8 +114,10 @@ class PcapngWalker:
             order = ">"
         else:
             err = UnsupportedFormat if first else ParseError
-            raise err(f"{self._path}: pcapng section header at offset {pos} has a bad byte-order magic "
-                      f"0x{bom.hex()}")
+            raise err(
+                f"{self._path}: pcapng section header at offset {pos} has a bad byte-order magic "
+                f"0x{bom.hex()}"
+            )
         major, minor = struct.unpack_from(order + "HH", buf, pos + 12)
         if major != 1:
             err = UnsupportedFormat if first else ParseError
@@ -150,8 +152,10 @@ class PcapngWalker:
                     hdr = self._hdr
                     btype, blen = hdr(buf, pos)
                 if blen < _MIN_LEN.get(btype, 12) or blen % 4 or blen > MAX_BLOCK:
-                    raise ParseError(f"{self._path}: block of type 0x{btype:x} at offset {base + pos} "
-                                     f"has a bad length {blen}")
+                    raise ParseError(
+                        f"{self._path}: block of type 0x{btype:x} at offset {base + pos} "
+                        f"has a bad length {blen}"
+                    )
                 if blen > end - pos:
                     need = blen
                     break
@@ -171,8 +175,15 @@ class PcapngWalker:
             w.error = error
         return w
 
-    def _block(self, btype: int, buf: bytearray, pos: int, blen: int, base: int,
-               others: list[tuple[int, int, int | None, int]]) -> None:
+    def _block(
+        self,
+        btype: int,
+        buf: bytearray,
+        pos: int,
+        blen: int,
+        base: int,
+        others: list[tuple[int, int, int | None, int]],
+    ) -> None:
         o = self._o
         if btype == SHB:
             self._sec_base = len(self.interfaces)
@@ -189,15 +200,19 @@ class PcapngWalker:
                 elif code == _OPT_TSOFFSET and olen >= 8:
                     offset = struct.unpack_from(o + "q", buf, opt + 4)[0]
                     if abs(offset) > _MAX_TSOFFSET:
-                        raise ParseError(f"{self._path}: interface at offset {base + pos} has an absurd "
-                                         f"if_tsoffset of {offset} s")
+                        raise ParseError(
+                            f"{self._path}: interface at offset {base + pos} has an absurd "
+                            f"if_tsoffset of {offset} s"
+                        )
                 opt += 4 + (olen + 3) // 4 * 4
             self.interfaces.append(Interface(linktype, snaplen, units, offset * _NS))
             self.linktypes.add(linktype)
         elif btype == SPB:
             if len(self.interfaces) <= self._sec_base:
-                raise ParseError(f"{self._path}: simple packet block at offset {base + pos} "
-                                 "comes before any interface block")
+                raise ParseError(
+                    f"{self._path}: simple packet block at offset {base + pos} "
+                    "comes before any interface block"
+                )
             iface = self.interfaces[self._sec_base]
             caplen = min(struct.unpack_from(o + "I", buf, pos + 8)[0], blen - 16)
             if iface.snaplen:
@@ -209,8 +224,10 @@ class PcapngWalker:
             iface = self._interface(ifid, base + pos)
             self._check_caplen(caplen, base + pos)
             if caplen > blen - 32:
-                raise ParseError(f"{self._path}: packet block at offset {base + pos} is shorter than "
-                                 f"its captured length {caplen}")
+                raise ParseError(
+                    f"{self._path}: packet block at offset {base + pos} is shorter than "
+                    f"its captured length {caplen}"
+                )
             ticks = np.array([(hi << 32) | lo], dtype=np.uint64)
             ts = int(ticks_to_ns(ticks, iface.units, iface.offset_ns)[0])
             others.append((pos + 28, caplen, ts, iface.linktype))
@@ -218,17 +235,28 @@ class PcapngWalker:
     def _interface(self, ifid: int, at: int) -> Interface:
         index = self._sec_base + ifid
         if index >= len(self.interfaces):
-            raise ParseError(f"{self._path}: packet block at offset {at} refers to interface {ifid}, "
-                             f"but the section has {len(self.interfaces) - self._sec_base}")
+            raise ParseError(
+                f"{self._path}: packet block at offset {at} refers to interface {ifid}, "
+                f"but the section has {len(self.interfaces) - self._sec_base}"
+            )
         return self.interfaces[index]
 
     def _check_caplen(self, caplen: int, at: int) -> None:
         if caplen > MAX_CAPLEN:
-            raise ParseError(f"{self._path}: packet block at offset {at} announces {caplen} captured "
-                             f"bytes (more than {MAX_CAPLEN}); the file is corrupt")
+            raise ParseError(
+                f"{self._path}: packet block at offset {at} announces {caplen} captured "
+                f"bytes (more than {MAX_CAPLEN}); the file is corrupt"
+            )
 
-    def _columns(self, w: Walk, buf: bytearray, end: int, base: int, starts: I64,
-                 others: list[tuple[int, int, int | None, int]]) -> None:
+    def _columns(
+        self,
+        w: Walk,
+        buf: bytearray,
+        end: int,
+        base: int,
+        starts: I64,
+        others: list[tuple[int, int, int | None, int]],
+    ) -> None:
         """Turn the EPB offsets and the other packets into the walk's columns, in file order."""
         n = int(starts.shape[0])
         offsets, caplens = starts + 28, np.zeros(n, np.int64)
@@ -244,7 +272,12 @@ class PcapngWalker:
                 self._fail(w, int(starts[first_bad]), base, int(ifid[first_bad]), int(caplens[first_bad]))
                 n = first_bad
                 rows, caplens, ifid, starts, offsets = (
-                    rows[:n], caplens[:n], ifid[:n], starts[:n], offsets[:n])
+                    rows[:n],
+                    caplens[:n],
+                    ifid[:n],
+                    starts[:n],
+                    offsets[:n],
+                )
                 ts, linktypes = ts[:n], linktypes[:n]
             if n:
                 ticks = (rows[:, 3].astype(np.uint64) << np.uint64(32)) | rows[:, 4].astype(np.uint64)

@@ -10,7 +10,8 @@ Per batch of UDP datagrams, in capture order:
    when it ends, so per-leg overhead is paid rarely, not per batch.
 
 A call ends on BYE/CANCEL/final failure (plus a short linger), on a timeout in capture time, or at
-the end of the input; it is then handed on as a :class:`CapturedCall` and forgotten.
+the end of the input; it is then handed on as a :class:`CapturedCall` and forgotten. RTP no dialog
+claims goes on to :mod:`capture.unsignalled`; video and T.38 fax are kept apart by :mod:`capture.sidemedia`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ from capture.errors import ParseError
 from capture.media import STATIC_PAYLOAD_TYPES, LegSpool, MediaFormat, MediaLog, RtpPackets
 from capture.packets import DatagramBatch, address_text, endpoint_key, endpoint_keys
 from capture.rtp import classify_payloads, parse_rtp_columns
+from capture.sidemedia import AUDIO, SideMedia, drop_payload_types
 from capture.sip import SipMessage, looks_like_sip, parse_message
+from capture.unsignalled import UnsignalledCalls
 
 NS = 1_000_000_000
 
@@ -56,6 +59,12 @@ class TrackerConfig:
     # Media later than this after a BYE / CANCEL / final failure is not the call's any more (the
     # party that did not hang up stops within a round trip); ends the linger's claim on endpoints.
     after_end_grace_s: float = 0.5
+    # RTP still unclaimed after orphan_window_s is judged by its shape and paired into calls of
+    # state "unsignalled" (capture.unsignalled); off: counted as rtp_unmatched and dropped.
+    unsignalled: bool = True
+    unsignalled_min_packets: int = 25
+    unsignalled_min_s: float = 0.3
+    unsignalled_max_streams: int = 10_000
 
 
 @dataclass(slots=True)
@@ -87,9 +96,11 @@ class CallTracker:
         self._legs: dict[int, tuple[_Call, _Leg]] = {}
         self._next_leg_id = 0
         self._correlator = Correlator(self.counters, self._live)
-        self._unclaimed = Unclaimed(
-            self.counters, int(self.config.orphan_window_s * NS), self.config.orphan_packets
-        )
+        cfg = self.config
+        self._unsignalled = UnsignalledCalls(self.counters, cfg)
+        sink = self._unsignalled if cfg.unsignalled else None
+        self._unclaimed = Unclaimed(self.counters, int(cfg.orphan_window_s * NS), cfg.orphan_packets, sink)
+        self._side = SideMedia(self.counters)  # video and T.38 endpoints
         self._pending = MediaLog()
         self._leg_last_ns = np.zeros(1024, dtype=np.int64)  # last media time per leg id
         self._leg_last_src = np.zeros(1024, dtype=np.uint64)  # last source endpoint key per leg id
@@ -109,8 +120,6 @@ class CallTracker:
             return finished
         kinds = classify_payloads(batch.buffer, batch.payload_offsets, batch.payload_lengths)
         media_rows, text_rows = kinds.media, kinds.text
-        if kinds.other:
-            self.counters["udp_not_sip_or_rtp"] += kinds.other
         if media_rows.shape[0]:
             media_dst = endpoint_keys(batch.dst_addr[media_rows], batch.dst_port[media_rows])
             media_src = endpoint_keys(batch.src_addr[media_rows], batch.src_port[media_rows])
@@ -129,10 +138,12 @@ class CallTracker:
             now = int(batch.ts_ns[row])
             if self._next_check_ns is None or now >= self._next_check_ns:
                 finished.extend(self._check_timeouts(now))
+            self._side.settle(batch, kinds, row)  # non-media datagrams so far: UDPTL or junk
             finished.extend(self._on_text(batch, row))
         finished += self._route_range(
             batch, media_rows, media_ts, media_dst, media_src, media_is_rtcp, start, media_rows.shape[0]
         )
+        self._side.settle(batch, kinds, n)
         if kinds.zrtp.shape[0]:  # after the batch's SIP, so that its calls' endpoints are bound
             self._note_zrtp(batch, kinds.zrtp)
         now = int(batch.ts_ns[-1])
@@ -196,7 +207,7 @@ class CallTracker:
                 else:
                     d.expire(last, "end of capture before BYE", failed=False)
             finished.append(self._finish(call))
-        return finished
+        return finished + self._unsignalled.flush()  # after the SIP calls: relay copies are known
 
     # -- SIP ------------------------------------------------------------------------------------
 
@@ -206,7 +217,8 @@ class CallTracker:
             self.counters["sip_keepalive"] += 1
             return []
         if not looks_like_sip(data):
-            self.counters["udp_not_sip_or_rtp"] += 1
+            if not self._side.count_row(batch, row):  # UDPTL of a T.38 call, or junk
+                self.counters["udp_not_sip_or_rtp"] += 1
             return []
         try:
             msg = parse_message(data)
@@ -270,6 +282,9 @@ class CallTracker:
     def _bind(self, call: _Call, offer: MediaOffer) -> None:
         """``offer.side`` receives at ``offer.endpoint``: packets sent there are the other side's
         leg; packets sent from there (symmetric RTP) are ``offer.side``'s own leg."""
+        if offer.kind != AUDIO:  # video, T.38: counted, never in the legs
+            self._side.bind_offer(call.legs[CALLER_TO_CALLEE].leg_id, offer, self._unclaimed)
+            return
         receiving = CALLER_TO_CALLEE if offer.side != CALLER else CALLEE_TO_CALLER
         sending = CALLEE_TO_CALLER if receiving == CALLER_TO_CALLEE else CALLER_TO_CALLEE
         if offer.encrypted:
@@ -296,6 +311,7 @@ class CallTracker:
         for key in (rtp_key, rtcp_key):
             if key is None:
                 continue
+            self._side.forget(key)
             self._correlator.claim(key, recv_leg.leg_id, send_leg.leg_id)
             if self._unclaimed:
                 for leg_id, packets in self._unclaimed.adopt(key, recv_leg.leg_id, send_leg.leg_id):
@@ -315,10 +331,12 @@ class CallTracker:
         src_keys: npt.NDArray[np.uint64],
         is_rtcp: npt.NDArray[np.bool_],
     ) -> None:
+        if self._side:
+            rows, dst_keys, src_keys, is_rtcp = self._side.strip(batch, rows, dst_keys, src_keys, is_rtcp)
         leg = self._correlator.resolve(dst_keys, src_keys)
         miss = leg == NO_LEG
         if miss.any():
-            self._keep_unclaimed(batch, rows[miss], dst_keys[miss], src_keys[miss], is_rtcp[miss])
+            self._unclaimed.keep_rows(batch, miss, rows, dst_keys, src_keys, is_rtcp, self._now_ns)
             keep = ~miss
             rows, leg, is_rtcp, src_keys = rows[keep], leg[keep], is_rtcp[keep], src_keys[keep]
         index, leg = self._correlator.fan_out(leg)
@@ -351,30 +369,6 @@ class CallTracker:
         np.maximum.at(self._leg_last_ns, leg, packets.ts_ns)
         self._pending.append(leg, packets)
 
-    def _keep_unclaimed(
-        self,
-        batch: DatagramBatch,
-        rows: npt.NDArray[np.int64],
-        dst_keys: npt.NDArray[np.uint64],
-        src_keys: npt.NDArray[np.uint64],
-        is_rtcp: npt.NDArray[np.bool_],
-    ) -> None:
-        rtcp = int(is_rtcp.sum())
-        if rtcp:
-            self.counters["rtcp_unmatched"] += rtcp
-            keep = ~is_rtcp
-            rows, dst_keys, src_keys = rows[keep], dst_keys[keep], src_keys[keep]
-        self._unclaimed.expire(int(batch.ts_ns[rows[-1]]) if rows.shape[0] else self._now_ns)
-        if rows.shape[0] == 0:
-            return
-        packets, valid = parse_rtp_columns(
-            batch.buffer, batch.payload_offsets[rows], batch.payload_lengths[rows], batch.ts_ns[rows]
-        )
-        if not valid.all():
-            self.counters["rtp_malformed"] += int((~valid).sum())
-            dst_keys, src_keys = dst_keys[valid], src_keys[valid]
-        self._unclaimed.keep(packets, dst_keys, src_keys)
-
     def _note_sources(
         self,
         batch: DatagramBatch,
@@ -404,7 +398,8 @@ class CallTracker:
                 owner[1].spool.append(packets)
 
     def _last_media_ns(self, call: _Call) -> int:
-        return max(int(self._leg_last_ns[leg.leg_id]) for leg in call.legs.values())
+        side = self._side.last_ns(call.legs[CALLER_TO_CALLEE].leg_id)  # video, T.38
+        return max(side, *(int(self._leg_last_ns[leg.leg_id]) for leg in call.legs.values()))
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -439,13 +434,15 @@ class CallTracker:
                 if now_ns - last > media_ns:
                     d.expire(last, f"timeout: no media or signalling for {self.config.media_timeout_s:g} s")
                     finished.append(self._finish(call))
-        return finished
+        self._unclaimed.expire(now_ns)  # on to the unsignalled calls, even when no new media comes
+        return finished + self._unsignalled.finish_idle(now_ns)
 
     def _finish(self, call: _Call) -> CapturedCall:
         d = call.dialog
         self._calls.pop(d.call_id, None)
         for leg in call.legs.values():
             self._correlator.release(leg.leg_id)
+        self._side.release(call.legs[CALLER_TO_CALLEE].leg_id)
         legs = {}
         cutoff = None
         if d.terminal and d.ended_ns is not None:
@@ -458,6 +455,7 @@ class CallTracker:
                 late = packets.ts_ns > cutoff
                 self.counters["rtp_after_call_end"] += int(late.sum())
                 packets = packets.take(np.flatnonzero(~late))
+            packets = drop_payload_types(packets, d.non_audio_payload_types, self.counters)
             receiver = "callee" if direction == CALLER_TO_CALLEE else "caller"
             sender = "caller" if receiver == "callee" else "callee"
             formats = {
@@ -477,7 +475,7 @@ class CallTracker:
             del self._legs[leg.leg_id]
         ended = d.ended_ns if d.ended_ns is not None else max(d.last_sip_ns, self._last_media_ns(call))
         self.counters["calls_finished"] += 1
-        return CapturedCall(
+        captured = CapturedCall(
             call_id=d.call_id,
             state=d.state,
             started_ns=d.started_ns,
@@ -496,3 +494,6 @@ class CallTracker:
             events=tuple(d.events),
             sip_headers=d.headers,
         )
+        if self._unclaimed.sink is not None:
+            self._unclaimed.sink.note_signalled(captured)  # its SSRCs seen behind a relay are not calls
+        return captured

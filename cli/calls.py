@@ -19,7 +19,9 @@ from store.errors import IntegrityError, NotFound
 from store.query import DIRECTIONS, CallFilter
 from store.vault import Vault
 
-STATES = ("setup", "early", "answered", "completed", "cancelled", "rejected", "redirected", "failed")
+STATES = (
+    "setup", "early", "answered", "completed", "cancelled", "rejected", "redirected", "failed", "unsignalled",
+)  # fmt: skip
 
 
 @click.group()

@@ -83,6 +83,8 @@ INFO_COUNTERS = frozenset(
         "tcp_out_of_order",
         "tcp_retransmission",
         "tcp_resync",  # SIP over TCP
+        "unsignalled_calls",
+        "unsignalled_streams",  # RTP-only calls reconstructed without SIP
     }
 )
 
