@@ -29,12 +29,19 @@ Counters (in the ``counters`` given), per segment: ``tcp_retransmission``, ``tcp
 ``tcp_overflow``, ``tcp_bytes_skipped`` (bytes dropped undelivered, keep-alives excluded); per
 stream: ``tcp_not_sip``, ``tcp_incomplete`` (ended inside a message), ``tcp_idle_timeout``,
 ``tcp_evicted``.
+
+Signalling seen but not readable is remembered per pair of hosts (:attr:`SipStreams.unreadable`,
+at most ``max_streams`` pairs) and counted once per pair: ``sip_tls_connections`` (a TLS record on
+the SIPS port 5061: encrypted signalling) and ``sip_websocket_connections`` (an HTTP upgrade to the
+``sip`` WebSocket subprotocol, RFC 7118, whose frames are not parsed). The recorder names them in
+the record of a call reconstructed from media alone between the same hosts.
 """
 
 from __future__ import annotations
 
 import bisect
 import collections
+import ipaddress
 import re
 from dataclasses import dataclass, field
 
@@ -53,6 +60,21 @@ DEFAULT_IDLE_TIMEOUT_NS = 300 * 1_000_000_000
 DEFAULT_GAP_TIMEOUT_NS = 5 * 1_000_000_000
 
 StreamKey = tuple[bytes, int, bytes, int]
+
+SIPS_PORT = 5061
+# RFC 7118: the handshake asks for the "sip" subprotocol; headers are case-insensitive.
+_SIP_WEBSOCKET = re.compile(
+    rb"^upgrade:[ \t]*websocket\b.*^sec-websocket-protocol:[^\r\n]*\bsip\b|"
+    rb"^sec-websocket-protocol:[^\r\n]*\bsip\b.*^upgrade:[ \t]*websocket\b",
+    re.I | re.M | re.S,
+)
+
+
+def host_text(address: bytes) -> str:
+    """A 16-byte (IPv4-mapped for IPv4) address as text: ``198.51.100.7`` or ``2001:db8::1``."""
+    ip = ipaddress.IPv6Address(address)
+    return str(ip.ipv4_mapped or ip)
+
 
 # A line that may start a SIP message: "SIP/2.0 ddd" or "TOKEN sip:/sips:/tel:" (verified with
 # looks_like_sip once the line is complete). '^' under MULTILINE: the buffer start or after '\n'.
@@ -100,6 +122,7 @@ class SipStreams:
         self.idle_timeout_ns = idle_timeout_ns
         self.gap_timeout_ns = gap_timeout_ns
         self._streams: collections.OrderedDict[StreamKey, _Stream] = collections.OrderedDict()
+        self.unreadable: dict[frozenset[str], str] = {}  # host pair -> "SIP over TLS (port 5061)"
 
     def __len__(self) -> int:
         """Streams currently tracked."""
@@ -135,6 +158,8 @@ class SipStreams:
         st.last_ts = ts_ns
         out: list[tuple[int, bytes]] = []
         start = st.pos + ts_diff(seq, st.next_seq)
+        if payload and start == 0:
+            self._note_unreadable(key, payload)
         if payload:
             self._place(st, start, payload, ts_ns)
         if flags & FIN:
@@ -329,6 +354,25 @@ class SipStreams:
         if not st.sip_seen and st.skipped > self.max_buffer:
             self._mark_not_sip(st)
         return False
+
+    def _note_unreadable(self, key: StreamKey, payload: bytes) -> None:
+        """Remember a connection's host pair if its first bytes are SIP we cannot read."""
+        src, sport, dst, dport = key
+        if (
+            len(payload) >= 3
+            and 0x14 <= payload[0] <= 0x17
+            and payload[1] == 3
+            and SIPS_PORT in (sport, dport)
+        ):
+            what, counter = f"SIP over TLS (port {SIPS_PORT})", "sip_tls_connections"
+        elif payload.startswith(b"GET ") and _SIP_WEBSOCKET.search(payload[:4096]):
+            what, counter = "SIP over WebSocket", "sip_websocket_connections"
+        else:
+            return
+        pair = frozenset((host_text(src), host_text(dst)))
+        if pair not in self.unreadable and len(self.unreadable) < self.max_streams:
+            self.unreadable[pair] = what
+            self.counters[counter] += 1
 
     def _mark_not_sip(self, st: _Stream) -> None:
         """Stop reading a stream that is not SIP (its later bytes are dropped unread)."""

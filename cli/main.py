@@ -127,6 +127,11 @@ def _summary(report: ImportReport) -> str:
         + (f", {report.already_present} already present" if report.already_present else ""),
     ]
     lines += _details("  ", report.not_recorded, report.skipped_packets, report.warnings)
+    tls, ws = report.counters["sip_tls_connections"], report.counters["sip_websocket_connections"]
+    if tls or ws:
+        lines.append(
+            f"  signalling seen but not readable: {tls} SIP-over-TLS and {ws} SIP-over-WebSocket host pair(s)"
+        )
     if len(report.per_file) > 1:
         for one in report.per_file:
             lines.append(

@@ -9,12 +9,12 @@ from __future__ import annotations
 import collections
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from capture.calls import CapturedCall
+from capture.calls import CallState, CapturedCall
 from capture.frames import FrameDecoder
 from capture.pcapfile import open_capture
 from capture.tracker import CallTracker, TrackerConfig
@@ -85,6 +85,8 @@ INFO_COUNTERS = frozenset(
         "tcp_resync",  # SIP over TCP
         "unsignalled_calls",
         "unsignalled_streams",  # RTP-only calls reconstructed without SIP
+        "sip_tls_connections",
+        "sip_websocket_connections",  # signalling seen but not readable
     }
 )
 
@@ -138,12 +140,14 @@ class _Importer:
         self.tracker_config = tracker_config
         self.report = ImportReport()
         self._rows: list[_PendingRow] = []
+        self._unreadable: dict[frozenset[str], str] = {}  # the current file's unreadable signalling
 
     def import_file(self, path: Path, progress: ProgressCallback | None) -> None:
         self.report.files.append(str(path))
         before = (self.report.packets, self.report.calls_found, self.report.recorded)
         not_recorded_before = collections.Counter(self.report.not_recorded)
         frames = FrameDecoder()
+        self._unreadable = frames.streams.unreadable
         tracker = CallTracker(self.tracker_config)
         source = path.name
         done = 0
@@ -211,7 +215,10 @@ class _Importer:
             row.update(sealed.row_fields())
             wrapped = (sealed.key_fingerprint, sealed.wrapped_key)
         row.update(self.vault.sign(row))
-        self._rows.append((row, leg_rows(call, rendered), event_rows(call, rendered), wrapped))
+        events = event_rows(call, rendered)
+        if call.state == CallState.UNSIGNALLED:
+            events += unreadable_signalling(call, self._unreadable)
+        self._rows.append((row, leg_rows(call, rendered), events, wrapped))
         if len(self._rows) >= CATALOGUE_BATCH:
             self._flush_rows()
 
@@ -231,6 +238,19 @@ class _Importer:
     def close(self) -> None:
         self._flush_rows()
         self.catalogue.close()
+
+
+def unreadable_signalling(
+    call: CapturedCall, unreadable: Mapping[frozenset[str], str]
+) -> list[dict[str, object]]:
+    """An event naming the signalling of a media-only call when the capture shows it but it cannot
+    be read (SIP over TLS, SIP over WebSocket) between the same two hosts."""
+    hosts = frozenset(party.rsplit(":", 1)[0].strip("[]") for party in (call.caller, call.callee))
+    what = unreadable.get(hosts)
+    if what is None:
+        return []
+    detail = f"{what} between {' and '.join(sorted(hosts))}: the call's signalling cannot be read"
+    return [{"ts_ns": call.started_ns, "kind": "note", "summary": "signalling encrypted", "detail": detail}]
 
 
 def not_recorded_reason(call: CapturedCall, *, recorded: bool) -> str | None:

@@ -407,3 +407,30 @@ def test_real_captures_match_expected_counts(name: str, extra: list[str], expect
     assert counters["tcp_incomplete"] == 0
     if name == "sip_ipv4_tcp_retrans.pcap":
         assert counters["tcp_retransmission"] >= 1
+
+
+V4 = bytes(10) + b"\xff\xff"
+
+
+def test_sip_over_tls_and_websocket_are_remembered_per_host_pair() -> None:
+    streams, counters = new()
+    a, b, c = V4 + bytes([198, 51, 100, 1]), V4 + bytes([198, 51, 100, 2]), V4 + bytes([203, 0, 113, 9])
+    hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(40)
+    streams.feed((a, 40000, b, 5061), 1000, SYN, b"", 0)
+    assert streams.feed((a, 40000, b, 5061), 1001, 0, hello, 1) == []
+    streams.feed((c, 40001, b, 443), 7, SYN, b"", 2)
+    streams.feed((c, 40001, b, 443), 8, 0, hello, 3)  # TLS on 443: HTTPS as far as we know
+    upgrade = (
+        b"GET /ws HTTP/1.1\r\nHost: pbx.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: sip\r\n\r\n"
+    )
+    streams.feed((c, 40002, a, 8088), 50, SYN, b"", 4)
+    streams.feed((c, 40002, a, 8088), 51, 0, upgrade, 5)
+    assert streams.unreadable == {
+        frozenset({"198.51.100.1", "198.51.100.2"}): "SIP over TLS (port 5061)",
+        frozenset({"203.0.113.9", "198.51.100.1"}): "SIP over WebSocket",
+    }
+    assert counters["sip_tls_connections"] == 1 and counters["sip_websocket_connections"] == 1
+    streams.feed((a, 40003, b, 5061), 90, SYN, b"", 6)
+    streams.feed((a, 40003, b, 5061), 91, 0, hello, 7)
+    assert counters["sip_tls_connections"] == 1  # once per pair of hosts

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from builders import CALLEE_IP, CALLER_IP, batch, rtp, sdp, sip
 from click.testing import CliRunner
 from keyset import provision
@@ -96,3 +97,18 @@ def test_a_held_call_still_ends_at_the_maximum_call_length() -> None:
     rows.append((50_000 * S, "192.0.2.1", 1, "192.0.2.2", 2, b"\x00" * 20))
     ended = CallTracker(TrackerConfig(max_call_s=12 * 3600)).feed(batch(rows))
     assert len(ended) == 1 and "without BYE" in ended[0].end_reason
+
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "pcaps"
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/pcaps is not beside this checkout")
+def test_media_of_sip_over_tls_is_recorded_and_says_why_it_has_no_signalling(tmp_path: Path) -> None:
+    [call] = _import(tmp_path, SHARED / "wireshark-wiki" / "sip-tls-1.3-and-rtcp" / "sip.pcap")
+    assert call["state"] == "unsignalled" and call["recording"] is not None
+    shown = CliRunner().invoke(cli, ["--home", str(tmp_path), "calls", "show", str(call["id"]), "--json"])
+    notes = [e for e in json.loads(shown.stdout)["events"] if e["summary"] == "signalling encrypted"]
+    assert [e["detail"] for e in notes] == [
+        "SIP over TLS (port 5061) between 217.12.244.34 and 217.12.247.98: "
+        "the call's signalling cannot be read"
+    ]
