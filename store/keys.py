@@ -35,7 +35,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import errno
 import hashlib
 import json
 import os
@@ -61,6 +60,7 @@ from store.errors import (
     TamperedError,
     WrongPassphrase,
 )
+from store.recordings import fsync_dir
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -147,7 +147,7 @@ class KeyDirectory:
         with _os_errors("cannot create key directory", self.path):
             self.path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
             os.chmod(self.path, DIR_MODE)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         recording = X25519PrivateKey.generate()
         signing = Ed25519PrivateKey.generate()
         entry = _new_entry(recording, now_ns)
@@ -473,7 +473,7 @@ def _write_atomic(path: Path, data: bytes, *, replace: bool) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-    _fsync_dir(directory)
+    fsync_dir(directory)
 
 
 @contextlib.contextmanager
@@ -482,15 +482,3 @@ def _os_errors(action: str, path: Path) -> Iterator[None]:
         yield
     except OSError as exc:
         raise StoreError(f"{action} {path}: {exc.strerror or exc}") from exc
-
-
-def _fsync_dir(directory: Path) -> None:
-    with _os_errors("cannot open directory", directory):
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise StoreError(f"cannot sync directory {directory}: {exc.strerror or exc}") from exc
-    finally:
-        os.close(fd)

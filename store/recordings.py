@@ -129,9 +129,9 @@ class RecordingStore:
                 os.unlink(tmp_path)
             raise
         if sync:
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
             if tmp_dir != final.parent:
-                _fsync_dir(tmp_dir)
+                fsync_dir(tmp_dir)
         return StoredFile(path=final, relative_path=name, bytes=size, sha256=digest)
 
     def sync_all(self) -> None:
@@ -187,7 +187,7 @@ class RecordingStore:
             raise NotFound(f"no recording file {normalize_name(relative_path)} in {self.root}") from None
         except OSError as exc:
             raise StoreError(f"cannot delete {path}: {exc.strerror or exc}") from None
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return True
 
     def _make_dirs(self, directory: Path) -> None:
@@ -208,7 +208,7 @@ class RecordingStore:
                         raise
                     continue
                 os.chmod(path, DIR_MODE)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
 
 
 def _write_fd(fd: int, chunks: Iterable[Chunk], name: str, sync: bool = True) -> tuple[int, str]:
@@ -257,7 +257,7 @@ def _os_errors(action: str, path: Path | None) -> Iterator[None]:
         raise StoreError(f"{action}{where}: {exc.strerror or exc}") from exc
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     """Make a directory's entries durable; filesystems that cannot fsync directories are fine."""
     try:
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import configparser
 import shutil
 import subprocess
-from calendar import timegm
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from retention_env import CLASSES, DAY, SEC, SYSTEMD, T0, cls, ns  # noqa: F401
 
 from store.catalogue import iso_from_ns
 from store.errors import InvalidArgument
@@ -24,24 +24,6 @@ from store.retention import (
     parse_duration,
     retention_fields,
 )
-
-SEC = 1_000_000_000
-DAY = 86_400 * SEC
-T0 = 1_795_874_523_120_000_000  # 2026-11-28T14:02:03.120Z
-ROOT = Path(__file__).resolve().parent.parent
-CLASSES = parse_classes({"short": "1d", "month": "1m", "year": "1y", "default": "30d"})
-SYSTEMD = ROOT / "systemd"
-
-
-def ns(text: str) -> int:
-    """``2024-02-29T10:00:00`` (UTC) -> nanoseconds."""
-    moment = datetime.fromisoformat(text).replace(tzinfo=UTC)
-    return timegm(moment.timetuple()) * SEC + moment.microsecond * 1000
-
-
-def cls(text: str) -> RetentionClass:
-    return RetentionClass("x", parse_duration(text))
-
 
 # --- durations and classes -------------------------------------------------------------------
 
