@@ -38,7 +38,7 @@ from capture.media import STATIC_PAYLOAD_TYPES, LegSpool, MediaFormat, MediaLog,
 from capture.packets import DatagramBatch, address_text, endpoint_key, endpoint_keys
 from capture.rtp import classify_payloads, parse_rtp_columns
 from capture.sidemedia import AUDIO, SideMedia, drop_payload_types
-from capture.sip import SipMessage, looks_like_sip, parse_message
+from capture.sip import SipMessage, looks_like_sip, parse_datagram
 from capture.unsignalled import UnsignalledCalls
 
 NS = 1_000_000_000
@@ -221,7 +221,7 @@ class CallTracker:
                 self.counters["udp_not_sip_or_rtp"] += 1
             return []
         try:
-            msg = parse_message(data)
+            msg = parse_datagram(data)
         except ParseError as exc:
             self.counters[exc.reason if exc.reason.startswith("sip_") else f"sip_{exc.reason}"] += 1
             return []
