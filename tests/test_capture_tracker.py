@@ -361,3 +361,43 @@ def test_media_log_splits_per_leg_in_arrival_order() -> None:
     assert pieces[1].seq.tolist() == [10, 11, 12] and pieces[2].seq.tolist() == [20, 21]
     assert pieces[2].payload_bytes(1) == bytes([21]) * 4
     assert log.count == 0 and log.split() == []
+
+
+def test_a_challenged_invite_retried_half_a_minute_later_is_one_call() -> None:
+    """407, ACK, then the retry with credentials 30 s later on the same Call-ID (as X-Lite did in
+    wireshark-wiki/aaa.pcap): one call, answered by the retry."""
+    challenge = [
+        (0, CALLER_IP, 5060, CALLEE_IP, 5060, sip(f"INVITE {URI} SIP/2.0", body=sdp(CALLER_IP, 4000))),
+        (
+            1 * MS,
+            CALLEE_IP,
+            5060,
+            CALLER_IP,
+            5060,
+            sip("SIP/2.0 407 Proxy Authentication Required", to_tag="x"),
+        ),
+        (2 * MS, CALLER_IP, 5060, CALLEE_IP, 5060, sip(f"ACK {URI} SIP/2.0", cseq="1 ACK", to_tag="x")),
+    ]
+    retry = [
+        (30 * S, CALLER_IP, 5060, CALLEE_IP, 5060,
+         sip(f"INVITE {URI} SIP/2.0", cseq="2 INVITE", branch="z9hG4bKretry", body=sdp(CALLER_IP, 4000),
+             extra_headers=['Proxy-Authorization: Digest username="1001"'])),
+    ]  # fmt: skip
+    rows = challenge + retry + _answer(31 * S) + _media(31 * S + 10 * MS, 20) + _bye(33 * S)
+    _, calls = _run(rows)
+    assert [c.state for c in calls] == [CallState.COMPLETED]
+    assert calls[0].started_ns == 0 and len(calls[0].legs[CALLER_TO_CALLEE].packets) == 20
+
+
+def test_an_invite_whose_content_length_overstates_its_body_is_kept() -> None:
+    """SIPp's multipart INVITEs in wireshark-wiki/MSCML.pcap announce 2 bytes more than they carry;
+    the server answered them 200, so the recorder keeps the body that arrived."""
+    invite = sip(f"INVITE {URI} SIP/2.0", body=sdp(CALLER_IP, 4000))
+    body_length = len(sdp(CALLER_IP, 4000))
+    short = invite.replace(
+        f"Content-Length: {body_length}".encode(), f"Content-Length: {body_length + 2}".encode()
+    )
+    rows = [(0, CALLER_IP, 5060, CALLEE_IP, 5060, short)] + _answer(100 * MS) + _media(110 * MS, 10) + _bye(S)
+    tracker, calls = _run(rows)
+    assert [c.state for c in calls] == [CallState.COMPLETED]
+    assert len(calls[0].legs[CALLER_TO_CALLEE].packets) == 10 and tracker.counters["sip_truncated"] == 0
