@@ -15,4 +15,8 @@ Modules, from the bottom up:
 * ``fixture``: ``Fixture``, ``Scenario`` and writing one fixture's files
 * ``scenarios``: the table of scenarios (``SCENARIOS``); ``dialogs`` and ``special`` hold the
   scenarios and hooks that are more than a standard call's parameters
+* issue 3 ("capture every call a real network carries"): ``indialog`` (re-INVITE, BYE with any
+  CSeq, legs in segments), ``midcall`` (port change, hold, SSRC change, RTCP-mux, no BYE),
+  ``forks`` (forked INVITE, Call-ID reuse), ``siptcp`` (SIP over TCP), ``mirror`` (ERSPAN II / III,
+  VXLAN, HEP v3)
 """

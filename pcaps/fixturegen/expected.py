@@ -29,7 +29,8 @@ media packet of the call in either direction::
                             # malformed / truncated RTP excluded
     "duplicates": int,      # of which duplicates (same seq again)
     "lost": int,            # sequence numbers never seen (between first and last)
-    "ssrc": int | null,
+    "ssrc": int | null,     # the first SSRC
+    "ssrcs": [int, ...],    # only when the leg changes SSRC: all of them, in order
     "codec": "PCMU" | "PCMA" | null,
     "payload_type": int | null,
     "signal": {...} | null, # see fixturegen.signals; null: the leg sent nothing
@@ -117,14 +118,56 @@ def expected_leg(leg: LegSpec | None, rec_start: int | None, duration: float | N
     )
 
 
+def _merge(spans: list[list[float]]) -> list[list[float]]:
+    out: list[list[float]] = []
+    for s, e in sorted(spans):
+        if out and s <= out[-1][1] + 1e-9:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return out
+
+
+def expected_segmented_leg(segments: list[LegSpec], rec_start: int | None, duration: float | None) -> dict:
+    """One LEG made of several ``LegSpec`` segments of one direction (a gap for a hold, a new port
+    after a re-INVITE, a new SSRC): each later segment continues the first one's signal
+    (``sample0``) on the same 20 ms grid, so the leg keeps one origin. Several SSRCs are listed,
+    in order, as ``ssrcs``."""
+    if len(segments) == 1:
+        return expected_leg(segments[0], rec_start, duration)
+    segments = sorted(segments, key=lambda s: s.start_ns)
+    first = segments[0]
+    entries = [expected_leg(s, rec_start, duration) for s in segments]
+    for seg in segments[1:]:
+        assert seg.signal == first.signal and seg.codec == first.codec
+        assert seg.start_ns - first.start_ns == seg.sample0 // 160 * 20_000_000 and seg.sample0 % 160 == 0
+    out = dict(entries[0])
+    for key in ("packets", "duplicates", "lost"):
+        out[key] = sum(e[key] for e in entries)
+    out["active"] = _merge([span for e in entries for span in e["active"]])
+    out["silent"] = _merge([span for e in entries for span in e["silent"]])
+    ssrcs = list(dict.fromkeys(s.ssrc for s in segments))
+    if len(ssrcs) > 1:
+        out["ssrcs"] = ssrcs
+    return out
+
+
 def expected_call(dialog: Dialog, state: str, legs: list[LegSpec]) -> dict:
-    """One call of expected.json from its dialog's times and the legs it sent."""
-    by_dir = {leg.direction: leg for leg in legs}
+    """One call of expected.json from its dialog's times and the legs it sent (several segments
+    of one direction make one LEG, see ``expected_segmented_leg``)."""
+    by_dir: dict[str, list[LegSpec]] = {}
+    for leg in legs:
+        by_dir.setdefault(leg.direction, []).append(leg)
     rec_start = min((leg.start_ns for leg in legs), default=None)
     rec_end = max((leg.end_ns for leg in legs), default=None)
     recorded = rec_start is not None
     duration = round((rec_end - rec_start) / 1e9, 6) if recorded else None
-    legs_out = {d: expected_leg(by_dir.get(d), rec_start, duration) for d in DIRECTIONS}
+    legs_out = {
+        d: expected_segmented_leg(by_dir[d], rec_start, duration)
+        if d in by_dir
+        else expected_leg(None, rec_start, duration)
+        for d in DIRECTIONS
+    }
     t = dialog.times
     return {
         "call_id": dialog.call_id,

@@ -28,6 +28,7 @@ class LegSpec:
     delay: dict[int, int] = field(default_factory=dict)  # index -> extra delay (reordering, ns)
     jitter_seed: int = 1
     jitter_unit_ns: int = 1000  # resolution of the jitter (1000 for classic pcap)
+    sample0: int = 0  # signal sample of packet 0 (a later segment of a leg continues its signal)
 
     @property
     def end_ns(self) -> int:
@@ -51,7 +52,7 @@ def rtp_packet(spec: LegSpec, i: int, payload: bytes) -> bytes:
 
 def emit_leg(cap: Capture, spec: LegSpec, src: Endpoint, dst: Endpoint) -> None:
     enc = CODECS[spec.codec][1]
-    samples = signal_samples(spec.signal, spec.count * FRAME_SAMPLES)
+    samples = signal_samples(spec.signal, spec.sample0 + spec.count * FRAME_SAMPLES)[spec.sample0 :]
     for i in range(spec.count):
         if i in spec.lost:
             continue

@@ -14,8 +14,12 @@ from .calls import CallSpec, parties, standard_call
 from .constants import FRAME_SAMPLES, MS, S, scenario_start_ns
 from .dialogs import fx_busy, fx_cancelled, fx_early_media
 from .fixture import Custom, Fixture, Scenario
+from .forks import fx_callid_reuse, fx_forked
 from .frames import Capture, Link
+from .midcall import fx_hold, fx_long_hold, fx_no_bye, fx_reinvite_port, fx_rtcp_mux, fx_ssrc_change
+from .mirror import fx_erspan2, fx_erspan3, fx_hep3, fx_vxlan
 from .signals import noise
+from .siptcp import fx_sip_tcp, fx_sip_tcp_port
 from .special import add_garbage, behind_nat, big_invite
 
 Interface = tuple[Link, int, str]  # pcapng: encapsulation, tsresol (a power of ten), name
@@ -212,6 +216,21 @@ SCENARIOS: list[Scenario] = [
         (CallSpec(18, rtcp=True),),
         extras=add_garbage,
     ),
+    # issue 3, "Capture every call a real network carries"
+    Custom("reinvite_port", fx_reinvite_port),
+    Custom("hold", fx_hold),
+    Custom("ssrc_change", fx_ssrc_change),
+    Custom("forked", fx_forked),
+    Custom("callid_reuse", fx_callid_reuse),
+    Custom("rtcp_mux", fx_rtcp_mux),
+    Custom("no_bye", fx_no_bye),
+    Custom("sip_tcp", fx_sip_tcp),
+    Custom("sip_tcp_port", fx_sip_tcp_port),
+    Custom("erspan_ii", fx_erspan2),
+    Custom("erspan_iii", fx_erspan3),
+    Custom("vxlan", fx_vxlan),
+    Custom("hep3", fx_hep3),
+    Custom("long_hold", fx_long_hold),
 ]
 
 

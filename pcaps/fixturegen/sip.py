@@ -52,13 +52,19 @@ class Party:
 
 
 def make_sdp(
-    p: Party, codec: str, session: int, direction: str = "sendrecv", extra: Iterable[str] = ()
+    p: Party,
+    codec: str,
+    session: int,
+    direction: str = "sendrecv",
+    extra: Iterable[str] = (),
+    version: int | None = None,
 ) -> bytes:
+    """An SDP offer / answer; ``version`` (o= session version) defaults to ``session``."""
     fam = "IP6" if ":" in p.adv_ip else "IP4"
     pt = payload_type(codec)
     lines = [
         "v=0",
-        f"o={p.user} {session} {session} IN {fam} {p.adv_ip}",
+        f"o={p.user} {session} {session if version is None else version} IN {fam} {p.adv_ip}",
         "s=callrec fixture",
         f"c=IN {fam} {p.adv_ip}",
         "t=0 0",
