@@ -20,6 +20,13 @@ Every error names the file, the key and the reason (:class:`ConfigError`). What 
 
     [keys]
     private_key = ["/media/compliance/callrec-recording.key"]   # key files for opening recordings
+
+    [capture]                   # how calls are followed (capture.tracker.TrackerConfig)
+    media_timeout_s = 300       # answered, not held, no RTP and no SIP: ended by timeout
+    setup_timeout_s = 180
+    max_call_s = 43200
+    unsignalled = true          # RTP without its SIP becomes an "unsignalled" call (false: dropped)
+    unsignalled_min_packets = 25
 """
 
 from __future__ import annotations
@@ -44,6 +51,13 @@ _KNOWN: dict[str, dict[str, type | tuple[type, ...]]] = {
     "retention": {},  # any class name -> duration text (checked by store.retention)
     "recording": {"retention": str, "queue_header": str},
     "keys": {"private_key": (str, list)},
+    "capture": {
+        "media_timeout_s": (int, float),
+        "setup_timeout_s": (int, float),
+        "max_call_s": (int, float),
+        "unsignalled": bool,
+        "unsignalled_min_packets": int,
+    },
 }
 
 
@@ -64,6 +78,7 @@ class Config:
     recording_retention: str = "default"
     queue_header: str = "x-queue"
     private_keys: tuple[Path, ...] = ()
+    capture: Mapping[str, Any] = field(default_factory=dict)  # TrackerConfig overrides
     merged: Mapping[str, Any] = field(default_factory=dict)
 
     @staticmethod
@@ -132,8 +147,11 @@ def _check_value(path: Path, table: str, key: str, value: object) -> list[str]:
         return [] if isinstance(value, str) else [f'{path}: retention.{key}: must be text like "90d"']
     if key not in known:
         return [f"{path}: {table}.{key}: unknown key (known: {', '.join(sorted(known))})"]
-    if not isinstance(value, known[key]):
+    expected = known[key]
+    if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
         return [f"{path}: {table}.{key}: wrong type {type(value).__name__}"]
+    if table == "capture" and isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
+        return [f"{path}: {table}.{key}: must be greater than 0, not {value}"]
     return []
 
 
@@ -171,6 +189,7 @@ def _build(
         recording_retention=chosen,
         queue_header=header,
         private_keys=tuple(Path(k).expanduser() for k in key_list),
+        capture=dict(merged.get("capture", {})),
         merged={table: dict(values) for table, values in merged.items()},
     )
 

@@ -113,7 +113,10 @@ def import_captures(
     home.open(create=True)
     vault = Vault(KeyDirectory(home.keys), home.recording_store())
     vault.check_ready()
-    importer = _Importer(home, vault, config or Config.defaults(), tracker_config)
+    config = config or Config.defaults()
+    if tracker_config is None and config.capture:
+        tracker_config = TrackerConfig(**config.capture)
+    importer = _Importer(home, vault, config, tracker_config)
     try:
         for path in paths:
             importer.import_file(Path(path), progress)
