@@ -52,19 +52,17 @@ class TrackerConfig:
     max_calls: int = 100_000  # calls in progress; new INVITEs beyond are counted and ignored
     pending_packets: int = 400_000  # split the pending media log into per-leg spools beyond this
     timeout_check_s: float = 1.0
-    # RTP nobody has signalled yet is kept this long (and at most this many packets), so media that
-    # reaches the mirror shortly before the SDP announcing it (relays, reordered mirrors) is kept.
+    # RTP not signalled yet is kept this long (and this many packets): media before its SDP is kept
     orphan_window_s: float = 2.0
     orphan_packets: int = 100_000
-    # Media later than this after a BYE / CANCEL / final failure is not the call's any more (the
-    # party that did not hang up stops within a round trip); ends the linger's claim on endpoints.
+    # Media later than this after a BYE / CANCEL / final failure is not the call's any more
     after_end_grace_s: float = 0.5
-    # RTP still unclaimed after orphan_window_s is judged by its shape and paired into calls of
-    # state "unsignalled" (capture.unsignalled); off: counted as rtp_unmatched and dropped.
+    # RTP unclaimed after orphan_window_s becomes "unsignalled" calls (off: rtp_unmatched, dropped)
     unsignalled: bool = True
     unsignalled_min_packets: int = 25
     unsignalled_min_s: float = 0.3
     unsignalled_max_streams: int = 10_000
+    sip_ports: frozenset[int] = frozenset()  # SIP only to/from these ports (empty: any port, by content)
 
 
 @dataclass(slots=True)
@@ -216,8 +214,11 @@ class CallTracker:
         if not data.strip(b"\r\n"):
             self.counters["sip_keepalive"] += 1
             return []
-        if not looks_like_sip(data):
-            if not self._side.count_row(batch, row):  # UDPTL of a T.38 call, or junk
+        ports = self.config.sip_ports
+        if not looks_like_sip(data) or (
+            ports and not {int(batch.src_port[row]), int(batch.dst_port[row])} & ports
+        ):  # not SIP (UDPTL of a T.38 call, or junk), or SIP on a port not listed
+            if not self._side.count_row(batch, row):
                 self.counters["udp_not_sip_or_rtp"] += 1
             return []
         try:

@@ -27,6 +27,7 @@ Every error names the file, the key and the reason (:class:`ConfigError`). What 
     max_call_s = 43200
     unsignalled = true          # RTP without its SIP becomes an "unsignalled" call (false: dropped)
     unsignalled_min_packets = 25
+    sip_ports = [5060, 5080]    # SIP only on these ports (default: any port, recognised by content)
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ _KNOWN: dict[str, dict[str, type | tuple[type, ...]]] = {
         "max_call_s": (int, float),
         "unsignalled": bool,
         "unsignalled_min_packets": int,
+        "sip_ports": list,
     },
 }
 
@@ -150,6 +152,8 @@ def _check_value(path: Path, table: str, key: str, value: object) -> list[str]:
     expected = known[key]
     if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
         return [f"{path}: {table}.{key}: wrong type {type(value).__name__}"]
+    if key == "sip_ports" and not all(type(p) is int and 0 < p < 65536 for p in value):  # type: ignore[attr-defined]
+        return [f"{path}: capture.sip_ports: must be a list of port numbers (1-65535)"]
     if table == "capture" and isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
         return [f"{path}: {table}.{key}: must be greater than 0, not {value}"]
     return []
@@ -189,7 +193,7 @@ def _build(
         recording_retention=chosen,
         queue_header=header,
         private_keys=tuple(Path(k).expanduser() for k in key_list),
-        capture=dict(merged.get("capture", {})),
+        capture={k: frozenset(v) if k == "sip_ports" else v for k, v in merged.get("capture", {}).items()},
         merged={table: dict(values) for table, values in merged.items()},
     )
 

@@ -401,3 +401,14 @@ def test_an_invite_whose_content_length_overstates_its_body_is_kept() -> None:
     tracker, calls = _run(rows)
     assert [c.state for c in calls] == [CallState.COMPLETED]
     assert len(calls[0].legs[CALLER_TO_CALLEE].packets) == 10 and tracker.counters["sip_truncated"] == 0
+
+
+def test_sip_can_be_limited_to_listed_ports() -> None:
+    """By default SIP is found by content on any port; with ``sip_ports`` only on those."""
+    rows = _setup() + _answer(100 * MS) + _media(110 * MS, 10) + _bye(S)
+    moved = [(ts, src, 5080 if sport == 5060 else sport, dst, 5080 if dport == 5060 else dport, data)
+             for ts, src, sport, dst, dport, data in rows]  # fmt: skip
+    assert len(_run(moved)[1]) == 1
+    assert len(_run(moved, TrackerConfig(sip_ports=frozenset({5080})))[1]) == 1
+    tracker, calls = _run(moved, TrackerConfig(sip_ports=frozenset({5060}), unsignalled=False))
+    assert calls == [] and tracker.counters["sip_messages"] == 0

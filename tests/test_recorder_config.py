@@ -22,7 +22,11 @@ def test_files_merge_in_order_system_then_drop_ins_then_home(tmp_path: Path) -> 
     write(system, "callrec.toml", '[retention]\ndefault = "30d"\nqa = "90d"\n[recording]\nretention = "qa"\n')
     write(system, "callrec.d/20-mifid.toml", '[retention]\nmifid = "5y"\n')
     write(system, "callrec.d/10-first.toml", '[retention]\nmifid = "1y"\n')  # read before 20-mifid
-    write(home, "callrec.toml", '[recording]\nretention = "mifid"\n[capture]\nunsignalled = false\n')
+    write(
+        home,
+        "callrec.toml",
+        '[recording]\nretention = "mifid"\n[capture]\nunsignalled = false\nsip_ports = [5080]\n',
+    )
     config = load_config([system, home])
     assert [p.name for p in config.files] == [
         "callrec.toml",
@@ -31,7 +35,7 @@ def test_files_merge_in_order_system_then_drop_ins_then_home(tmp_path: Path) -> 
         "callrec.toml",
     ]
     assert str(config.retention["mifid"].duration) == "5y" and config.recording_retention == "mifid"
-    assert config.capture == {"unsignalled": False}
+    assert config.capture == {"unsignalled": False, "sip_ports": frozenset({5080})}
     assert TrackerConfig(**config.capture).unsignalled is False
 
 
@@ -53,6 +57,7 @@ def test_no_file_gives_the_defaults() -> None:
         ("[retention]\nqa = 90\n", 'retention.qa: must be text like "90d"'),
         ("[recording]\nqueue_header = 'X-Team'\n", "is not kept by the capture"),
         ("[keys]\nprivate_key = ['']\n", "keys.private_key: must be a path"),
+        ("[capture]\nsip_ports = [5060, 70000]\n", "capture.sip_ports: must be a list of port numbers"),
     ],
 )
 def test_every_error_names_the_file_and_the_key(tmp_path: Path, text: str, message: str) -> None:
