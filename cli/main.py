@@ -17,6 +17,7 @@ import click
 from capture.errors import ParseError
 from cli.audit import audit
 from cli.calls import calls
+from cli.config import config_group, rules_group
 from cli.context import Context
 from cli.keys import keys
 from cli.output import call_json, dumps
@@ -152,7 +153,7 @@ def _details(
     return lines
 
 
-for group in (calls, keys, users, audit, retention, hold):
+for group in (calls, keys, users, audit, retention, hold, config_group, rules_group):
     cli.add_command(group)
 
 

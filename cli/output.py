@@ -55,6 +55,8 @@ CALL_FIELDS = (
     "retention_class",
     "expires_at",
     "notes",
+    "rule",
+    "rule_reason",
 )
 CSV_FIELDS = (
     "id",
@@ -179,6 +181,8 @@ def call_text(call: dict[str, Any]) -> str:
         "retention_class",
         "expires_at",
         "notes",
+        "rule",
+        "rule_reason",
     ):
         value = call.get(key)
         if value in (None, "", []):

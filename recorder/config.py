@@ -28,17 +28,32 @@ Every error names the file, the key and the reason (:class:`ConfigError`). What 
     unsignalled = true          # RTP without its SIP becomes an "unsignalled" call (false: dropped)
     unsignalled_min_packets = 25
     sip_ports = [5060, 5080]    # SIP only on these ports (default: any port, recognised by content)
+
+    [direction]                 # how calls are classified (recorder.direction)
+    internal_networks = ["198.51.100.0/24"]
+    pbx = ["198.51.100.5"]
+    trunks = ["203.0.113.1"]
+    internal_numbers = ["2??"]
+
+    [[rules]]                   # recording rules, first match wins (recorder.rules); drop-ins append
+    name = "sales-qa"
+    direction = "inbound"
+    queue = "sales"
+    retention = "qa"
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recorder.direction import DirectionPolicy, PolicyError, parse_direction
+from recorder.rules import RuleSet, parse_rules
 from store.errors import StoreError
 from store.retention import RetentionClass, parse_classes
 
@@ -52,6 +67,8 @@ _KNOWN: dict[str, dict[str, type | tuple[type, ...]]] = {
     "retention": {},  # any class name -> duration text (checked by store.retention)
     "recording": {"retention": str, "queue_header": str},
     "keys": {"private_key": (str, list)},
+    "direction": {},  # checked by recorder.direction
+    "rules": {},  # an array of tables, checked by recorder.rules
     "capture": {
         "media_timeout_s": (int, float),
         "setup_timeout_s": (int, float),
@@ -81,6 +98,10 @@ class Config:
     queue_header: str = "x-queue"
     private_keys: tuple[Path, ...] = ()
     capture: Mapping[str, Any] = field(default_factory=dict)  # TrackerConfig overrides
+    direction: DirectionPolicy = field(default_factory=lambda: parse_direction({}))
+    rules: RuleSet = field(
+        default_factory=lambda: parse_rules([], retention_classes=["default"], default_retention="default")
+    )
     merged: Mapping[str, Any] = field(default_factory=dict)
 
     @staticmethod
@@ -117,6 +138,7 @@ def load_config(directories: Sequence[Path]) -> Config:
     files = config_files(directories)
     merged: dict[str, dict[str, Any]] = {}
     origin: dict[tuple[str, str], Path] = {}
+    rules: list[tuple[Path, Any]] = []  # every [[rules]] entry with its file, in order
     problems: list[str] = []
     for path in files:
         try:
@@ -131,6 +153,12 @@ def load_config(directories: Sequence[Path]) -> Config:
             if table not in _KNOWN:
                 problems.append(f"{path}: [{table}]: unknown section (known: {', '.join(sorted(_KNOWN))})")
                 continue
+            if table == "rules":
+                if not isinstance(values, list) or not all(isinstance(v, dict) for v in values):
+                    problems.append(f"{path}: rules: must be [[rules]] tables")
+                else:
+                    rules += [(path, item) for item in values]
+                continue
             if not isinstance(values, dict):
                 problems.append(f"{path}: {table}: must be a [{table}] table")
                 continue
@@ -140,13 +168,15 @@ def load_config(directories: Sequence[Path]) -> Config:
                 origin[(table, key)] = path
     if problems:
         raise ConfigError(problems)
-    return _build(files, merged, origin)
+    return _build(files, merged, origin, rules)
 
 
 def _check_value(path: Path, table: str, key: str, value: object) -> list[str]:
     known = _KNOWN[table]
     if table == "retention":
         return [] if isinstance(value, str) else [f'{path}: retention.{key}: must be text like "90d"']
+    if table == "direction":
+        return []  # checked as a whole by recorder.direction
     if key not in known:
         return [f"{path}: {table}.{key}: unknown key (known: {', '.join(sorted(known))})"]
     expected = known[key]
@@ -160,7 +190,10 @@ def _check_value(path: Path, table: str, key: str, value: object) -> list[str]:
 
 
 def _build(
-    files: list[Path], merged: dict[str, dict[str, Any]], origin: dict[tuple[str, str], Path]
+    files: list[Path],
+    merged: dict[str, dict[str, Any]],
+    origin: dict[tuple[str, str], Path],
+    rules: list[tuple[Path, Any]],
 ) -> Config:
     def where(table: str, key: str) -> str:
         path = origin.get((table, key))
@@ -187,15 +220,39 @@ def _build(
     key_list = [keys] if isinstance(keys, str) else list(keys)
     if not all(isinstance(k, str) and k for k in key_list):
         raise ConfigError([f"{where('keys', 'private_key')}: must be a path or a list of paths"])
+    try:
+        direction = parse_direction(merged.get("direction", {}))
+    except PolicyError as exc:
+        paths = sorted({str(p) for (table, _), p in origin.items() if table == "direction"})
+        raise ConfigError([f"{', '.join(paths)}: {problem}" for problem in exc.problems]) from None
+    try:
+        rule_set = parse_rules(
+            [item for _, item in rules], retention_classes=classes, default_retention=chosen
+        )
+    except PolicyError as exc:
+        raise ConfigError([_rule_problem(problem, rules) for problem in exc.problems]) from None
+    shown: dict[str, Any] = dict(merged)
+    if rules:
+        shown["rules"] = [item for _, item in rules]
     return Config(
         files=tuple(files),
+        direction=direction,
+        rules=rule_set,
         retention=classes,
         recording_retention=chosen,
         queue_header=header,
         private_keys=tuple(Path(k).expanduser() for k in key_list),
         capture={k: frozenset(v) if k == "sip_ports" else v for k, v in merged.get("capture", {}).items()},
-        merged={table: dict(values) for table, values in merged.items()},
+        merged=shown,
     )
+
+
+def _rule_problem(problem: str, rules: list[tuple[Path, Any]]) -> str:
+    """``rules[2] 'x': ...`` prefixed with the file that rule came from."""
+    found = re.match(r"rules\[(\d+)\]", problem)
+    if found and int(found.group(1)) < len(rules):
+        return f"{rules[int(found.group(1))][0]}: {problem}"
+    return f"{', '.join(sorted({str(path) for path, _ in rules}))}: {problem}"
 
 
 def load_for_home(home: Path, env: Mapping[str, str] | None = None) -> Config:

@@ -21,6 +21,7 @@ from capture.tracker import CallTracker, TrackerConfig
 from decode.render import RenderedCall, render_call
 from decode.wav import wav_chunks
 from recorder.config import Config
+from recorder.decide import decide_call, keep_channels
 from recorder.records import call_row, event_rows, leg_rows
 from store.catalogue import Catalogue, iso_from_ns
 from store.home import Home
@@ -139,7 +140,6 @@ class _Importer:
         self.vault = vault
         self.recordings = vault.recordings
         self.config = config
-        self.retention = config.retention_class()
         self.tracker_config = tracker_config
         self.report = ImportReport()
         self._rows: list[_PendingRow] = []
@@ -193,13 +193,16 @@ class _Importer:
         sealed: SealedRecording | None = None
         error = None
         why = None
+        decided = decide_call(call, self.config)
         try:
-            rendered = render_call(call)
-            if rendered.samples.shape[0] > 0:
-                name = recording_name(call, ".wav" + SEALED_SUFFIX)
-                chunks = wav_chunks(rendered.samples, rendered.sample_rate_hz)
-                sealed = self.vault.seal(name, chunks, sync=False)
-            why = not_recorded_reason(call, recorded=sealed is not None)
+            why = decided.blocked
+            if why is None:  # the rules select this call: render, then seal what they allow
+                rendered = render_call(call)
+                if rendered.samples.shape[0] > 0:
+                    name = recording_name(call, ".wav" + SEALED_SUFFIX)
+                    samples = keep_channels(rendered.samples, decided.decision.channels)
+                    sealed = self.vault.seal(name, wav_chunks(samples, rendered.sample_rate_hz), sync=False)
+                why = not_recorded_reason(call, recorded=sealed is not None)
         except Exception as exc:  # one broken call never stops the others
             error = f"{type(exc).__name__}: {exc}"
             self.report.failed += 1
@@ -210,9 +213,13 @@ class _Importer:
             self.report.not_recorded[why or "no media"] += 1
         stored = sealed.stored if sealed is not None else None
         row = call_row(call, rendered, stored, source=source, error=error, not_recorded=why)
-        row["queue"] = call.sip_headers.get(self.config.queue_header)
-        expires = expiry_ns(call.started_ns, self.retention)
-        row.update(retention_class=self.retention.name, expires_ns=expires, expires_at=iso_from_ns(expires))
+        decision = decided.decision
+        row.update(
+            queue=decided.queue, direction=decided.direction, rule=decision.rule, rule_reason=decision.reason
+        )
+        retention = self.config.retention_class(decision.retention)
+        expires = expiry_ns(call.started_ns, retention)
+        row.update(retention_class=retention.name, expires_ns=expires, expires_at=iso_from_ns(expires))
         wrapped = None
         if sealed is not None:
             row.update(sealed.row_fields())

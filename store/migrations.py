@@ -35,7 +35,8 @@ CALL_COLUMNS = (
     "end_reason", "final_status", "codecs", "source", "error", "recording_path", "recording_bytes",
     "recording_sha256", "sample_rate", "channels", "recording_seconds", "recording_started_at", "imported_at",
     "not_recorded", "queue", "notes", "recording_uuid", "key_fingerprint", "plaintext_sha256",
-    "signed_metadata", "signature", "signing_key", "retention_class", "expires_ns", "expires_at",
+    "signed_metadata", "signature", "signing_key", "retention_class", "expires_ns", "expires_at", "rule",
+    "rule_reason",
 )  # fmt: skip
 LEG_COLUMNS = (
     "direction", "codec", "packets", "expected", "lost", "duplicates", "late", "ssrc", "src", "dst",

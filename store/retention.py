@@ -274,7 +274,9 @@ _REDACT_CALL = """
     UPDATE calls SET recording_path = NULL, recording_bytes = NULL, recording_sha256 = NULL,
         recording_uuid = NULL, plaintext_sha256 = NULL, not_recorded = ?,
         caller = NULL, callee = NULL, caller_uri = NULL, callee_uri = NULL, request_uri = NULL,
-        caller_display = NULL, callee_display = NULL, notes = NULL, signed_metadata = NULL, signature = NULL
+        caller_display = NULL, callee_display = NULL, notes = NULL, rule_reason = NULL,
+        signed_metadata = NULL,
+        signature = NULL
     WHERE id = ?
 """
 # DTMF digits typed during a call (PINs, card numbers) are personal data too

@@ -272,11 +272,18 @@ _V4 = sql_migration(
     "INSERT INTO calls_fts (calls_fts) VALUES ('rebuild')",
 )
 
+# v5: what the recording rules decided for each call: the rule's name and why it matched.
+_V5 = sql_migration(
+    "ALTER TABLE calls ADD COLUMN rule TEXT",
+    "ALTER TABLE calls ADD COLUMN rule_reason TEXT",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "calls, legs, events, search indexes", _V1),
     Migration(2, "legs: mos (E-model estimate)", _V2),
     Migration(3, "calls: not_recorded (why a call has no recording, or a silent channel)", _V3),
     Migration(4, "sealing, retention, holds, users, audit trail; queue and notes searchable", _V4),
+    Migration(5, "calls: rule, rule_reason (the recording rule that decided)", _V5),
 )
 """Every migration, in order. Append new ones; the newest id is the schema version."""
 

@@ -45,6 +45,8 @@ CALL_KEYS = {
     "retention_class",
     "expires_at",
     "notes",
+    "rule",
+    "rule_reason",
     "legs",
     "recording",
 }
