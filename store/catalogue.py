@@ -257,6 +257,11 @@ class Catalogue:
         ).fetchone()
         return None if row is None else (str(row[0]), bytes(row[1]))
 
+    def tombstone(self, call: int) -> dict[str, Any] | None:
+        """The purge record of ``call`` (state, when, by whom, why, which class), if it was purged."""
+        rows = list(self.db.query("SELECT * FROM tombstones WHERE call = ?", [call]))
+        return rows[0] if rows else None
+
     def get_call(self, call: int) -> dict[str, Any]:
         """The call's row as a dict, plus ``legs`` (by id) and ``events`` (by time) lists."""
         rows = list(self.db.query("SELECT * FROM calls WHERE id = ?", [call]))

@@ -82,6 +82,8 @@ def test_expired_recordings_are_crypto_shredded_unless_held(home: Path, tmp_path
     purges = json.loads(ok(run(home, "audit", "list", "--action", "retention.purge", "--json")).stdout)
     assert sorted(i for e in purges for i in e["call_ids"]) == sorted([expired_a, expired_b, held])
     ok(run(home, "audit", "verify"))
+    verified = ok(run(home, "calls", "verify")).output
+    assert "1 intact, 0 failed, 3 purged by retention" in verified
 
 
 def test_the_configured_class_is_stamped_and_reported(home: Path, tmp_path: Path) -> None:

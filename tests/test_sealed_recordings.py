@@ -196,6 +196,7 @@ def test_a_changed_catalogue_row_is_caught(home: Path, call: dict, tmp_path: Pat
             "id": call["id"],
             "ok": False,
             "error": f"call {call['id']}: catalogue row changed after signing (caller)",
+            "purged": None,
         }
     ]
 
