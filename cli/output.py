@@ -28,6 +28,8 @@ LEG_FIELDS = (
     "rtcp_packets",
     "mos",
 )
+# What the catalogue adds to a call (queue, retention, notes, the deciding rule), shown in JSON and text.
+STORE_FIELDS = ("queue", "retention_class", "expires_at", "notes", "rule", "rule_reason")
 CALL_FIELDS = (
     "id",
     "call_id",
@@ -51,12 +53,7 @@ CALL_FIELDS = (
     "source",
     "error",
     "not_recorded",
-    "queue",
-    "retention_class",
-    "expires_at",
-    "notes",
-    "rule",
-    "rule_reason",
+    *STORE_FIELDS,
 )
 CSV_FIELDS = (
     "id",
@@ -177,12 +174,7 @@ def call_text(call: dict[str, Any]) -> str:
         "source",
         "error",
         "not_recorded",
-        "queue",
-        "retention_class",
-        "expires_at",
-        "notes",
-        "rule",
-        "rule_reason",
+        *STORE_FIELDS,
     ):
         value = call.get(key)
         if value in (None, "", []):
