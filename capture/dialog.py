@@ -8,6 +8,12 @@ session description, which side now receives media where (:class:`MediaOffer`): 
 those into endpoint bindings. Which side sent a message follows from the From tag: the caller's
 requests and the callee's responses carry the caller's tag in From; the callee's requests (a BYE
 or re-INVITE from the callee) carry the callee's tag there.
+
+In-dialog requests (re-INVITE, INFO, UPDATE, MESSAGE, NOTIFY) also carry what a recorder acts on,
+kept as call events: a key press sent as SIP INFO (``application/dtmf-relay`` with ``Signal=5``,
+or ``application/dtmf`` with the digit as body) is a ``dtmf`` event like an RFC 4733 one, and each
+``X-`` header of such a request (``X-Record: start``, ``X-Consent: granted``) is a ``header`` event
+(summary the lower-case name, detail the value).
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ DEFAULT_LINGER_NS = 2_000_000_000
 # A softphone may ask its user for the password before retrying: X-Lite (wireshark-wiki/aaa.pcap)
 # retried 17-52 s after the 407, on the same Call-ID (one call, as tshark's inventory counts it).
 AUTH_RETRY_LINGER_NS = 60_000_000_000
+IN_DIALOG_CONTROL = frozenset({"INVITE", "INFO", "UPDATE", "MESSAGE", "NOTIFY"})
+DTMF_DIGITS = "0123456789*#ABCD"
 
 _TERMINAL = {
     CallState.COMPLETED,
@@ -151,6 +159,8 @@ class CallDialog:
 
     def _on_request(self, msg: SipMessage, ts_ns: int) -> None:
         method = msg.method
+        if method in IN_DIALOG_CONTROL and msg.to_tag:
+            self.events += control_events(msg, ts_ns, self.sender_of(msg))
         if method == "INVITE" and self.is_new_attempt(msg):
             self.invite_cseq = msg.cseq[0]
             if self.state in _TERMINAL and self.answered_ns is None:
@@ -307,3 +317,37 @@ def _rtcp(media: SdpMedia, address: str) -> Endpoint | None:
     if media.rtcp_port:
         return Endpoint(media.rtcp_address or address, media.rtcp_port)
     return Endpoint(address, media.port + 1)
+
+
+def control_events(msg: SipMessage, ts_ns: int, sender: str) -> list[CallEvent]:
+    """What an in-dialog request tells a recorder: its ``X-`` headers, and a SIP INFO key press."""
+    events = [
+        CallEvent(ts_ns, "header", name, sender, value.strip())
+        for name, value in msg.headers
+        if name.startswith("x-")
+    ]
+    if msg.method == "INFO":
+        digit = info_digit(msg.header("content-type") or "", msg.body)
+        if digit:
+            events.append(CallEvent(ts_ns, "dtmf", digit, sender, "SIP INFO"))
+    return events
+
+
+def info_digit(content_type: str, body: bytes) -> str:
+    """The key of a SIP INFO body: ``application/dtmf-relay`` (``Signal=5``; ``Signal=10`` is ``*``
+    and ``11`` is ``#`` in some phones) or ``application/dtmf`` (the key alone); "" when none."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    text = body.decode("ascii", "replace")
+    value = ""
+    if kind == "application/dtmf-relay":
+        for line in text.splitlines():
+            name, _, rest = line.partition("=")
+            if name.strip().lower() == "signal":
+                value = rest.strip()
+                break
+    elif kind == "application/dtmf":
+        value = text.strip()
+    value = value.upper()
+    if value.isdigit() and 10 <= int(value) <= 15:
+        return DTMF_DIGITS[int(value)]
+    return value if len(value) == 1 and value in DTMF_DIGITS else ""

@@ -8,13 +8,11 @@ written or played unless the whole recording verified. Each opening is audited.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import shlex
 import shutil
 import subprocess
 import tempfile
-import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -25,8 +23,9 @@ import numpy.typing as npt
 
 from cli.context import Context
 from cli.passphrase import key_option, private_keys
+from decode.audiofile import AudioFileError, audio_format, read_audio
 from decode.mp3 import Mp3Error, check_settings, mp3_chunks
-from decode.wav import mono_mix, read_wav, wav_chunks
+from decode.wav import mono_mix, wav_chunks
 from recorder.config import load_for_home
 from store.vault import Vault
 
@@ -64,11 +63,15 @@ def _audited(
     obj.audit(action, call_ids=[call_id], detail=detail)
 
 
-def _samples(plain: bytes) -> tuple[npt.NDArray[np.int16], int]:
+def _samples(plain: bytes, row: dict[str, Any]) -> tuple[npt.NDArray[np.int16], int]:
+    """The recording's samples, whether it is stored as WAV or as MP3."""
+    frames = None
+    if row.get("recording_seconds") and row.get("sample_rate"):
+        frames = round(float(row["recording_seconds"]) * int(row["sample_rate"]))
     try:
-        return read_wav(io.BytesIO(plain))
-    except (wave.Error, ValueError, EOFError) as exc:
-        raise click.ClickException(f"the recording is not a 16-bit WAV file: {exc}") from None
+        return read_audio(plain, frames)
+    except AudioFileError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @click.command("export")
@@ -126,10 +129,10 @@ def calls_export(
 
     def run() -> None:
         plain = _opened(obj, row, key_files, passphrase_file)
-        if fmt == "wav" and not mono:
-            _write_atomic(out, lambda dst: dst.writelines(plain))
+        if fmt == (row.get("recording_format") or "wav") and not mono and bitrate is None:
+            _write_atomic(out, lambda dst: dst.writelines(plain))  # the stored format: as it is
             return
-        samples, rate = _samples(b"".join(plain))
+        samples, rate = _samples(b"".join(plain), row)
         samples = mono_mix(samples) if mono else samples
         chunks = mp3_chunks(samples, rate, kbps) if fmt == "mp3" else wav_chunks(samples, rate)
         try:
@@ -173,6 +176,8 @@ def calls_play(
 
     def run() -> None:
         plain = b"".join(_opened(obj, row, key_files, passphrase_file))  # fully verified before playing
+        if audio_format(plain) != "wav":  # an MP3 recording: the players read WAV on stdin
+            plain = b"".join(wav_chunks(*_samples(plain, row)))
         done = subprocess.run(command, input=plain, check=False)
         if done.returncode != 0:
             raise click.ClickException(f"{command[0]} exited with status {done.returncode}")
@@ -251,7 +256,7 @@ def calls_plot(
     row = _recorded_call(obj, call_id, "calls.plot")
 
     def run() -> None:
-        samples, rate = _samples(b"".join(_opened(obj, row, key_files, passphrase_file)))
+        samples, rate = _samples(b"".join(_opened(obj, row, key_files, passphrase_file)), row)
         start = ns_from_iso(row["recording_started_at"]) if row.get("recording_started_at") else None
         answered = row.get("answered_at")
         answered_s = (ns_from_iso(answered) - start) / 1e9 if answered and start is not None else None

@@ -29,7 +29,11 @@ LEG_FIELDS = (
     "mos",
 )
 # What the catalogue adds to a call (queue, retention, notes, the deciding rule), shown in JSON and text.
-STORE_FIELDS = ("queue", "retention_class", "expires_at", "notes", "rule", "rule_reason")
+STORE_FIELDS = (
+    "queue", "retention_class", "expires_at", "notes", "rule", "rule_reason", "consent", "consent_at",
+)  # fmt: skip
+# event kinds named in the text view (a SIP message or a key press speaks for itself)
+NAMED_KINDS = frozenset({"recording", "pause", "consent", "header"})
 CALL_FIELDS = (
     "id",
     "call_id",
@@ -95,15 +99,40 @@ def call_json(row: dict[str, Any], home: Path, *, events: bool = False) -> dict[
             "audio_sha256": row.get("plaintext_sha256"),
             "sealed": bool(row.get("recording_uuid")),
             "key_fingerprint": row.get("key_fingerprint"),
+            "format": row.get("recording_format") or "wav",
+            "spans": _json_list(row.get("recorded_spans")),
         }
     else:
         out["recording"] = None
+    out["paused_spans"] = _json_list(row.get("paused_spans"))
     if events:
         out["events"] = [
             {k: e.get(k) for k in ("at", "kind", "summary", "sender", "detail")}
             for e in row.get("events", [])
         ]
     return out
+
+
+def _json_list(text: Any) -> list[Any]:
+    """A JSON list column (spans), ``[]`` when empty or unreadable."""
+    if not text:
+        return []
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return []
+    return value if isinstance(value, list) else []
+
+
+def _spans_text(spans: list[Any]) -> str:
+    parts = []
+    for span in spans:
+        if isinstance(span, dict):
+            text = f"{str(span.get('from', ''))[11:23]}-{str(span.get('to', ''))[11:23]}"
+            if span.get("by"):
+                text += f" ({span['by']})"
+            parts.append(text)
+    return ", ".join(parts)
 
 
 def _talk_seconds(row: dict[str, Any]) -> float | None:
@@ -187,10 +216,15 @@ def call_text(call: dict[str, Any]) -> str:
         out.append(
             f"{'recording:':<13} {rec['path']} ({rec['seconds']} s, {rec['sample_rate']} Hz, "
             f"{rec['channels']} channels, "
+            f"{rec.get('format', 'wav').upper()}, "
             f"{'sealed to key ' + str(rec['key_fingerprint']) if rec['sealed'] else 'plain'})"
         )
+        if rec.get("spans"):
+            out.append(f"{'recorded:':<13} {_spans_text(rec['spans'])}")
     else:
         out.append(f"{'recording:':<13} none")
+    if call.get("paused_spans"):
+        out.append(f"{'paused:':<13} {_spans_text(call['paused_spans'])}")
     out.append("legs:")
     for leg in call.get("legs", []):
         out.append(
@@ -204,5 +238,6 @@ def call_text(call: dict[str, Any]) -> str:
         for e in call["events"]:
             sender = f"{e['sender']}: " if e.get("sender") else ""
             detail = f"  ({e['detail']})" if e.get("detail") else ""
-            out.append(f"  {(e.get('at') or '')[11:23]}  {sender}{e['summary']}{detail}")
+            kind = f"{e['kind']} " if e.get("kind") in NAMED_KINDS else ""
+            out.append(f"  {(e.get('at') or '')[11:23]}  {sender}{kind}{e['summary']}{detail}")
     return "\n".join(out)

@@ -22,8 +22,10 @@ starts :data:`DECODER_OFFSET_FRAMES` frames (138 ms at 8 kHz) after the MP3's st
 
 from __future__ import annotations
 
+import io
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import lameenc
 import numpy as np
@@ -119,3 +121,30 @@ def _encode(frames: I16, sample_rate_hz: int, kbps: int, chunk_frames: int) -> I
     tail = encoder.flush()
     if tail:
         yield bytes(tail)
+
+
+def read_mp3(data: bytes, frames: int | None = None) -> tuple[I16, int]:
+    """Decode an MP3 stream that :func:`mp3_chunks` wrote back to int16 ``(n, channels)`` and its
+    rate, with the encoder and decoder delay removed (sample 0 is the input's sample 0); ``frames``
+    (the input's length, when known) cuts the padding of the last MP3 frame."""
+    import av  # FFmpeg's MP3 decoder
+
+    parts: list[npt.NDArray[Any]] = []
+    rate = 0
+    try:
+        with av.open(io.BytesIO(data), mode="r", format="mp3") as container:
+            for frame in container.decode(audio=0):
+                array = frame.to_ndarray()
+                channels = len(frame.layout.channels)
+                parts.append(array.T if frame.format.is_planar else array.reshape(-1, channels))
+                rate = frame.sample_rate
+    except av.error.FFmpegError as exc:
+        raise Mp3Error(f"not a readable MP3 stream: {exc}") from None
+    if not parts:
+        raise Mp3Error("the MP3 stream holds no audio frame")
+    pcm = np.concatenate(parts)[DECODER_OFFSET_FRAMES:]
+    if frames is not None:
+        pcm = pcm[:frames]
+    if pcm.dtype.kind == "f":
+        pcm = np.clip(np.rint(pcm * 32768.0), -32768, 32767)
+    return pcm.astype(np.int16), rate

@@ -5,6 +5,7 @@
 #   sudo bash pcaps/make_lab_captures.sh g711         # only the G.711 calls + the demo call (1.5 min)
 #   sudo bash pcaps/make_lab_captures.sh codecs       # only the codec set of lab/codecs/ (3 min)
 #   sudo bash pcaps/make_lab_captures.sh scenarios    # only the hard scenarios of lab/scenarios/ (3 min)
+#   sudo bash pcaps/make_lab_captures.sh modes        # only the recording-mode calls of lab/modes/ (2 min)
 #   LAB_DIR=/path/to/shared/lab sudo -E bash pcaps/make_lab_captures.sh
 #   KEEP_WORK=1 sudo -E bash pcaps/make_lab_captures.sh codecs   # keep the lab's full output
 #
@@ -28,6 +29,11 @@
 #                              mirror, fragmented INVITE, impaired uplink (call.sh), early media,
 #                              SSRC change, codec change (sipp-call.sh; there X_sent.wav is the
 #                              decoded payload of the RTP X played). Not part of the default run.
+#   lab/modes/NAME.pcap, NAME.json, NAME/A_sent.wav, NAME/B_sent.wav, announcement.wav, SHA256SUMS
+#                              calls for the recording modes (tests/test_recording_modes_lab.py):
+#                              on-demand start/stop and pause/resume by RFC 4733 codes, and consent
+#                              calls whose callee side speaks the announcement first (espeak-ng).
+#                              Not part of the default run.
 # Then every capture is checked with the lab's verify.py (tshark: SIP flow, RTP both ways, audio,
 # and the scenario checks: the impairer's drops, the DTMF digits, hold re-INVITEs, TCP, VLAN tags,
 # fragments, early media, SSRC / codec switches on the wire).
@@ -45,7 +51,7 @@ die() { echo "make_lab_captures.sh: $*" >&2; exit 1; }
 SETS=("$@")
 [ ${#SETS[@]} -gt 0 ] || SETS=(g711 codecs)
 for s in "${SETS[@]}"; do
-    case "$s" in g711|codecs|scenarios) ;; *) die "unknown set '$s' (g711, codecs, scenarios)" ;; esac
+    case "$s" in g711|codecs|scenarios|modes) ;; *) die "unknown set '$s' (g711, codecs, scenarios, modes)" ;; esac
 done
 want() { local s; for s in "${SETS[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 [ "$(id -u)" = 0 ] || die "run as root (the lab builds network namespaces)"
@@ -145,7 +151,31 @@ if want scenarios; then
     (cd "$HERE/lab/scenarios" && sha256sum -- *.pcap *.json */*.wav >SHA256SUMS)
 fi
 
+if want modes; then
+    # On-demand: the caller keys *1 (start) at +2 s, *2 (stop) at +5 s, *1 at +9 s, *2 at +12 s.
+    call PCMU 15 md_ondemand_pcmu_15s "DTMF=2:*1,5:*2,9:*1,12:*2"
+    # Pause: *3 at +3 s, a card number keyed during the pause at +5 s, *4 (resume) at +9 s.
+    call PCMU 13 md_pause_pcmu_13s "DTMF=3:*3,5:4111,9:*4"
+    # Consent: the callee's side begins with the lab's first sentence for phone B; the same sentence,
+    # spoken by espeak-ng with the same voice at 16 kHz, is the announcement the recorder looks for.
+    call PCMU 10 md_consent_pcmu_10s
+    call opus 10 md_consent_opus_10s
+    # ... the caller keys the opt-out digit 9 at +1 s, during the announcement
+    call PCMA 8 md_consent_optout_pcma_8s "DTMF=1:9"
+    # ... the caller hangs up 3 s after the answer, during the (4.2 s) announcement
+    call PCMU 3 md_consent_hangup_pcmu_3s
+    for name in md_ondemand_pcmu_15s md_pause_pcmu_13s md_consent_pcmu_10s md_consent_opus_10s \
+        md_consent_optout_pcma_8s md_consent_hangup_pcmu_3s; do
+        keep_lab "$name" modes
+    done
+    espeak-ng -v en-us+f3 -s 150 -w "$WORK/announcement_raw.wav" \
+        "Hi, this is phone B, the callee, answering the call."
+    sox -V1 "$WORK/announcement_raw.wav" -r 16000 -c 1 -b 16 -e signed-integer "$HERE/lab/modes/announcement.wav"
+    (cd "$HERE/lab/modes" && sha256sum -- *.pcap *.json *.wav */*.wav >SHA256SUMS)
+fi
+
 echo "== done:"
 if want g711; then ls -l "$HERE/lab"/*.pcap "$HERE/lab"/*.json "$HERE/lab"/lab_*/ "$HERE/demo/01-lab-call-pcma-8s.pcap"; fi
 if want codecs; then ls -l "$HERE/lab/codecs" "$HERE/lab/codecs"/*/; fi
 if want scenarios; then ls -l "$HERE/lab/scenarios" "$HERE/lab/scenarios"/*/; fi
+if want modes; then ls -l "$HERE/lab/modes" "$HERE/lab/modes"/*/; fi

@@ -40,6 +40,14 @@ Every error names the file, the key and the reason (:class:`ConfigError`). What 
     direction = "inbound"
     queue = "sales"
     retention = "qa"
+
+    [controls]                  # on-demand start/stop and pause/resume codes (recorder.controls)
+    start = "*1"
+    pause = "*3"
+
+    [consent]                   # how consent is established (recorder.controls)
+    announcement = "consent.wav"    # relative to the file that names it
+    after_s = 8
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recorder.controls import ConsentSettings, ControlSettings, parse_consent, parse_controls
 from recorder.direction import DirectionPolicy, PolicyError, parse_direction
 from recorder.rules import RuleSet, parse_rules
 from store.errors import StoreError
@@ -68,6 +77,8 @@ _KNOWN: dict[str, dict[str, type | tuple[type, ...]]] = {
     "recording": {"retention": str, "queue_header": str},
     "keys": {"private_key": (str, list)},
     "direction": {},  # checked by recorder.direction
+    "controls": {},  # checked by recorder.controls
+    "consent": {},
     "rules": {},  # an array of tables, checked by recorder.rules
     "capture": {
         "media_timeout_s": (int, float),
@@ -102,6 +113,8 @@ class Config:
     rules: RuleSet = field(
         default_factory=lambda: parse_rules([], retention_classes=["default"], default_retention="default")
     )
+    controls: ControlSettings = field(default_factory=ControlSettings)
+    consent: ConsentSettings = field(default_factory=ConsentSettings)
     merged: Mapping[str, Any] = field(default_factory=dict)
 
     @staticmethod
@@ -175,8 +188,8 @@ def _check_value(path: Path, table: str, key: str, value: object) -> list[str]:
     known = _KNOWN[table]
     if table == "retention":
         return [] if isinstance(value, str) else [f'{path}: retention.{key}: must be text like "90d"']
-    if table == "direction":
-        return []  # checked as a whole by recorder.direction
+    if table in ("direction", "controls", "consent"):
+        return []  # checked as a whole by recorder.direction / recorder.controls
     if key not in known:
         return [f"{path}: {table}.{key}: unknown key (known: {', '.join(sorted(known))})"]
     expected = known[key]
@@ -225,6 +238,20 @@ def _build(
     except PolicyError as exc:
         paths = sorted({str(p) for (table, _), p in origin.items() if table == "direction"})
         raise ConfigError([f"{', '.join(paths)}: {problem}" for problem in exc.problems]) from None
+    problems: list[str] = []
+    controls = ControlSettings()
+    consent = ConsentSettings()
+    try:
+        controls = parse_controls(merged.get("controls", {}))
+    except PolicyError as exc:
+        problems += [f"{_origin_of(origin, 'controls', problem)}: {problem}" for problem in exc.problems]
+    consent_file = origin.get(("consent", "announcement"))
+    try:
+        consent = parse_consent(merged.get("consent", {}), base=consent_file.parent if consent_file else None)
+    except PolicyError as exc:
+        problems += [f"{_origin_of(origin, 'consent', problem)}: {problem}" for problem in exc.problems]
+    if problems:
+        raise ConfigError(problems)
     try:
         rule_set = parse_rules(
             [item for _, item in rules], retention_classes=classes, default_retention=chosen
@@ -243,8 +270,19 @@ def _build(
         queue_header=header,
         private_keys=tuple(Path(k).expanduser() for k in key_list),
         capture={k: frozenset(v) if k == "sip_ports" else v for k, v in merged.get("capture", {}).items()},
+        controls=controls,
+        consent=consent,
         merged=shown,
     )
+
+
+def _origin_of(origin: Mapping[tuple[str, str], Path], table: str, problem: str) -> str:
+    """The file that set the key a ``table.key: reason`` problem is about (else every file of the table)."""
+    key = problem.split(":", 1)[0].removeprefix(f"{table}.")
+    path = origin.get((table, key))
+    if path is not None:
+        return str(path)
+    return ", ".join(sorted({str(p) for (t, _), p in origin.items() if t == table})) or table
 
 
 def _rule_problem(problem: str, rules: list[tuple[Path, Any]]) -> str:

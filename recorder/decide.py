@@ -23,19 +23,9 @@ class CallDecision:
 
     @property
     def blocked(self) -> str | None:
-        """Why no audio of this call may be kept, or ``None`` when it may be recorded."""
-        d = self.decision
-        if d.discard:
-            return d.discard
-        if d.record == "on-demand":
-            # the start/stop signals (DTMF, SIP header, control socket) are not followed yet: nothing
-            # was asked for, so nothing is kept
-            return f"rule '{d.rule}': record = on-demand and no start signal was followed"
-        if d.consent == "required":
-            # consent detection (announcement, header, opt-out digit) is not built yet: without
-            # consent established, the call is not recorded
-            return f"rule '{d.rule}': consent required and not established"
-        return None
+        """Why no audio of this call may be kept, or ``None`` when it may be recorded (on-demand starts,
+        pauses and consent then decide which part: :mod:`recorder.modes`)."""
+        return self.decision.discard or None
 
 
 def decide_call(call: CapturedCall, config: Config) -> CallDecision:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,10 +19,12 @@ from capture.calls import CallState, CapturedCall
 from capture.frames import FrameDecoder
 from capture.pcapfile import open_capture
 from capture.tracker import CallTracker, TrackerConfig
+from decode.mp3 import mp3_chunks
 from decode.render import RenderedCall, render_call
 from decode.wav import wav_chunks
 from recorder.config import Config
-from recorder.decide import decide_call, keep_channels
+from recorder.decide import CallDecision, decide_call, keep_channels
+from recorder.modes import REDACTED, RecordingPlan, Span, plan_recording, stored_samples
 from recorder.records import call_row, event_rows, leg_rows
 from store.catalogue import Catalogue, iso_from_ns
 from store.home import Home
@@ -191,6 +194,8 @@ class _Importer:
             return
         rendered: RenderedCall | None = None
         sealed: SealedRecording | None = None
+        plan: RecordingPlan | None = None
+        stored_s = 0.0
         error = None
         why = None
         decided = decide_call(call, self.config)
@@ -199,14 +204,14 @@ class _Importer:
             if why is None:  # the rules select this call: render, then seal what they allow
                 rendered = render_call(call)
                 if rendered.samples.shape[0] > 0:
-                    name = recording_name(call, ".wav" + SEALED_SUFFIX)
-                    samples = keep_channels(rendered.samples, decided.decision.channels)
-                    sealed = self.vault.seal(name, wav_chunks(samples, rendered.sample_rate_hz), sync=False)
-                why = not_recorded_reason(call, recorded=sealed is not None)
+                    plan, sealed, stored_s = self._record(call, rendered, decided)
+                why = plan.blocked if plan is not None and plan.blocked else None
+                why = why or not_recorded_reason(call, recorded=sealed is not None)
         except Exception as exc:  # one broken call never stops the others
             error = f"{type(exc).__name__}: {exc}"
             self.report.failed += 1
             why = "processing failed"
+            sealed = None
         if sealed is not None:
             self.report.recorded += 1
         else:
@@ -217,6 +222,10 @@ class _Importer:
         row.update(
             queue=decided.queue, direction=decided.direction, rule=decision.rule, rule_reason=decision.reason
         )
+        if plan is not None:
+            row.update(plan_fields(plan, stored_s if sealed is not None else None))
+            if sealed is not None:
+                row.update(recording_format=decision.format, recording_seconds=round(stored_s, 3))
         retention = self.config.retention_class(decision.retention)
         expires = expiry_ns(call.started_ns, retention)
         row.update(retention_class=retention.name, expires_ns=expires, expires_at=iso_from_ns(expires))
@@ -226,11 +235,32 @@ class _Importer:
             wrapped = (sealed.key_fingerprint, sealed.wrapped_key)
         row.update(self.vault.sign(row))
         events = event_rows(call, rendered)
+        if plan is not None:
+            events = plan_events(events, plan)
         if call.state == CallState.UNSIGNALLED:
             events += unreadable_signalling(call, self._unreadable)
         self._rows.append((row, leg_rows(call, rendered), events, wrapped))
         if len(self._rows) >= CATALOGUE_BATCH:
             self._flush_rows()
+
+    def _record(
+        self, call: CapturedCall, rendered: RenderedCall, decided: CallDecision
+    ) -> tuple[RecordingPlan, SealedRecording | None, float]:
+        """Plan which spans are kept (on-demand, pause, consent), then seal only those, in the
+        rule's format and channels. Returns the plan, the sealed recording and its seconds."""
+        decision = decided.decision
+        controls = self.config.controls
+        plan = plan_recording(call, rendered, decision, controls, self.config.consent)
+        if plan.blocked:
+            return plan, None, 0.0
+        samples, _ = stored_samples(rendered, plan, controls.pause_fill)
+        if samples.shape[0] == 0:
+            return plan, None, 0.0
+        samples = keep_channels(samples, decision.channels)
+        rate = rendered.sample_rate_hz
+        name = recording_name(call, f".{decision.format}{SEALED_SUFFIX}")
+        chunks = mp3_chunks(samples, rate) if decision.format == "mp3" else wav_chunks(samples, rate)
+        return plan, self.vault.seal(name, chunks, sync=False), samples.shape[0] / rate
 
     def _flush_rows(self) -> None:
         """Make the batch's recording files durable (one syncfs), then commit their rows."""
@@ -261,6 +291,50 @@ def unreadable_signalling(
         return []
     detail = f"{what} between {' and '.join(sorted(hosts))}: the call's signalling cannot be read"
     return [{"ts_ns": call.started_ns, "kind": "note", "summary": "signalling encrypted", "detail": detail}]
+
+
+def plan_fields(plan: RecordingPlan, stored_s: float | None) -> dict[str, object]:
+    """The catalogue's columns for what the recording modes decided."""
+
+    def spans(items: list[Span], offsets: bool) -> str:
+        rows = []
+        at = 0.0
+        for span in items:
+            row: dict[str, object] = {"from": iso_from_ns(span.start_ns), "to": iso_from_ns(span.end_ns)}
+            if offsets:
+                row["at_s"] = round(at, 3)
+                at += span.seconds
+            if span.by:
+                row["by"] = span.by
+            rows.append(row)
+        return json.dumps(rows, separators=(",", ":"))
+
+    consent = plan.consent
+    fields: dict[str, object] = {
+        "consent": consent.state if not consent.how else f"{consent.state}: {consent.how}",
+        "consent_at": iso_from_ns(consent.at_ns) if consent.at_ns is not None else None,
+        "paused_spans": spans(plan.paused, False) if plan.paused else None,
+    }
+    if stored_s is not None:
+        fields["recorded_spans"] = spans(plan.recorded, True)
+        if plan.recorded:
+            fields["recording_started_at"] = iso_from_ns(plan.recorded[0].start_ns)
+    return fields
+
+
+def plan_events(events: list[dict[str, object]], plan: RecordingPlan) -> list[dict[str, object]]:
+    """The call's events with the modes' own (recording started/stopped, paused/resumed, consent),
+    and every key pressed during a pause redacted."""
+    for row in events:
+        ts = row["ts_ns"]
+        if row["kind"] == "dtmf" and isinstance(ts, int) and plan.redacts(ts):
+            row.update(summary=REDACTED, detail="keyed during a pause: not kept")
+    events += [
+        {"ts_ns": e.ts_ns, "kind": e.kind, "summary": e.summary, "sender": e.sender, "detail": e.detail}
+        for e in plan.events
+    ]
+    events.sort(key=lambda row: int(row["ts_ns"]))  # type: ignore[call-overload]
+    return events
 
 
 def not_recorded_reason(call: CapturedCall, *, recorded: bool) -> str | None:

@@ -36,7 +36,7 @@ CALL_COLUMNS = (
     "recording_sha256", "sample_rate", "channels", "recording_seconds", "recording_started_at", "imported_at",
     "not_recorded", "queue", "notes", "recording_uuid", "key_fingerprint", "plaintext_sha256",
     "signed_metadata", "signature", "signing_key", "retention_class", "expires_ns", "expires_at", "rule",
-    "rule_reason",
+    "rule_reason", "recording_format", "consent", "consent_at", "recorded_spans", "paused_spans",
 )  # fmt: skip
 LEG_COLUMNS = (
     "direction", "codec", "packets", "expected", "lost", "duplicates", "late", "ssrc", "src", "dst",

@@ -278,12 +278,24 @@ _V5 = sql_migration(
     "ALTER TABLE calls ADD COLUMN rule_reason TEXT",
 )
 
+# v6: what the recording modes decided: the stored format, consent (how and when), the spans of the
+# call that were recorded and those that were paused (JSON lists: start/end on the call's clock and
+# where each recorded span begins in the file).
+_V6 = sql_migration(
+    "ALTER TABLE calls ADD COLUMN recording_format TEXT",
+    "ALTER TABLE calls ADD COLUMN consent TEXT",
+    "ALTER TABLE calls ADD COLUMN consent_at TEXT",
+    "ALTER TABLE calls ADD COLUMN recorded_spans TEXT",
+    "ALTER TABLE calls ADD COLUMN paused_spans TEXT",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "calls, legs, events, search indexes", _V1),
     Migration(2, "legs: mos (E-model estimate)", _V2),
     Migration(3, "calls: not_recorded (why a call has no recording, or a silent channel)", _V3),
     Migration(4, "sealing, retention, holds, users, audit trail; queue and notes searchable", _V4),
     Migration(5, "calls: rule, rule_reason (the recording rule that decided)", _V5),
+    Migration(6, "calls: recording_format, consent, consent_at, recorded_spans, paused_spans", _V6),
 )
 """Every migration, in order. Append new ones; the newest id is the schema version."""
 

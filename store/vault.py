@@ -36,7 +36,7 @@ SIGNED_FIELDS = (
     "call_id", "started_ns", "caller", "callee", "duration_s", "state", "recording_path",
     "recording_bytes", "recording_sha256", "recording_uuid", "plaintext_sha256", "key_fingerprint",
     "sample_rate", "channels", "recording_seconds", "retention_class", "expires_ns", "direction", "queue",
-    "rule",
+    "rule", "recording_format", "consent", "consent_at", "recorded_spans", "paused_spans",
 )  # fmt: skip
 RECORDING_CHUNK = 1 << 20
 """Plain bytes per sealed chunk. 1 MiB (33 s of 8 kHz stereo): measured in an import of 100 60-s

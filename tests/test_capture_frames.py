@@ -35,6 +35,10 @@ PER_FRAME = {
     "fragment_duplicate",
     "fragment_overlap",
     "fragment_bad",
+    "bad_tunnel_header",  # a mirror tunnel (GRE, ERSPAN, VXLAN, IP-in-IP ...) too short or malformed
+    "tunnel_depth",
+    "tunnel_not_ip",
+    "hep_not_udp",
 }
 
 

@@ -47,6 +47,9 @@ CALL_KEYS = {
     "notes",
     "rule",
     "rule_reason",
+    "consent",
+    "consent_at",
+    "paused_spans",
     "legs",
     "recording",
 }
@@ -108,7 +111,12 @@ def test_import_json_has_the_contract_fields(imported: list[dict], home: Path) -
         "sealed",
         "key_fingerprint",
         "audio_sha256",
+        "format",
+        "spans",
     }
+    # recorded by the default rule from the first audio to the last, nothing paused, no consent needed
+    assert rec["format"] == "wav" and len(rec["spans"]) == 1 and rec["spans"][0]["at_s"] == 0
+    assert call["consent"] == "not-required" and call["consent_at"] is None and call["paused_spans"] == []
     assert rec["sealed"] is True and call["retention_class"] == "default" and call["expires_at"].endswith("Z")
     assert rec["sample_rate"] == 8000 and rec["channels"] == 2
     assert Path(rec["path"]).is_file() and Path(rec["path"]).is_relative_to(home)

@@ -90,7 +90,9 @@ def test_what_the_rules_do_not_select_leaves_no_audio(calls: dict[str, dict], ho
     recorded = {k for k, c in calls.items() if c["recording"]}
     assert recorded == {"201", "203"}
     assert calls["301"]["not_recorded"] == "rule 'no-support': record = never"
-    assert calls["401"]["not_recorded"] == "rule 'advice-consent': consent required and not established"
+    assert calls["401"]["not_recorded"] == (
+        "rule 'advice-consent': consent not established: no x-consent header"
+    )
     assert "min_duration 3" in calls["202"]["not_recorded"]
     files = [p for p in (home / "recordings").rglob("*") if p.is_file()]
     assert sorted(p.name for p in files) == sorted(Path(calls[k]["recording"]["path"]).name for k in recorded)
