@@ -55,6 +55,8 @@ def main() -> None:
         results.append(run(["bench/bench_seal.py"]))
         results.append(run(["bench/bench_seal_import.py", "--calls", "100", "--seconds", "60"]))
         results.append(run(["bench/bench_catalogue.py", "--rows", "1000000"]))
+        if os.geteuid() == 0:  # the live source needs network namespaces and a packet socket
+            results.append(run(["bench/bench_live_source.py", "--rate", "200000", "--seconds", "5"]))
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Benchmark results",
