@@ -45,6 +45,7 @@ def sip(
     caller: str = "sip:1001@example.com",
     callee: str = "sip:1002@example.com",
     extra_headers: Sequence[str] = (),
+    content_type: str = "application/sdp",
 ) -> bytes:
     to = f"<{callee}>" + (f";tag={to_tag}" if to_tag else "")
     headers = [
@@ -57,7 +58,7 @@ def sip(
         *extra_headers,
     ]
     if body:
-        headers.append("Content-Type: application/sdp")
+        headers.append(f"Content-Type: {content_type}")
     headers.append(f"Content-Length: {len(body)}")
     return ("\r\n".join(headers) + "\r\n\r\n").encode() + body
 

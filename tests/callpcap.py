@@ -23,6 +23,9 @@ class CallSpec:
     headers: Sequence[str] = field(default_factory=tuple)
     seconds: float = 2.0
     start_s: float = 1_764_000_000.0  # 2025-11-24
+    # in-dialog requests: (seconds after the first RTP packet, from the caller?, method, headers,
+    # body, content type), e.g. (3.0, True, "INFO", (), b"Signal=5\r\n", "application/dtmf-relay")
+    requests: Sequence[tuple[float, bool, str, Sequence[str], bytes, str]] = ()
 
 
 def _ip(addr: str) -> bytes:
@@ -62,6 +65,19 @@ def write_calls(path: Path, calls: Sequence[CallSpec], seed: int = 1) -> Path:
         ok = sip("SIP/2.0 200 OK", to_tag="b1", body=sdp(CALLEE_IP, b_port), **common)
         signal(t + 0.5, ok, False)
         signal(t + 0.51, sip(f"ACK {callee_uri} SIP/2.0", cseq="1 ACK", to_tag="b1", **common), True)
+        for k, (offset, from_caller, method, headers, body, content_type) in enumerate(spec.requests):
+            tags = {"from_tag": "a1", "to_tag": "b1"} if from_caller else {"from_tag": "b1", "to_tag": "a1"}
+            who = common if from_caller else {**common, "caller": callee_uri, "callee": caller_uri}
+            message = sip(
+                f"{method} {callee_uri if from_caller else caller_uri} SIP/2.0",
+                cseq=f"{10 + k} {method}",
+                body=body,
+                content_type=content_type,
+                extra_headers=headers,
+                **tags,
+                **who,
+            )
+            signal(t + 0.52 + offset, message, from_caller)
         packets = int(spec.seconds * 50)
         for i in range(packets):
             at = t + 0.52 + i * 0.02
