@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from keyset import provision
 
-import recorder.pipeline as pipeline
+import recorder.saving as saving
 from recorder.pipeline import import_captures
 from store.catalogue import Catalogue
 from store.home import Home
@@ -19,7 +19,7 @@ TWO_CALLS = FIXTURES / "two_calls.pcap"
 def test_a_call_that_fails_to_render_is_stored_with_its_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = pipeline.render_call
+    real = saving.render_call
     seen: list[str] = []
 
     def flaky(call):  # the first call breaks, the second renders
@@ -28,7 +28,7 @@ def test_a_call_that_fails_to_render_is_stored_with_its_reason(
             raise ValueError("decoder exploded")
         return real(call)
 
-    monkeypatch.setattr(pipeline, "render_call", flaky)
+    monkeypatch.setattr(saving, "render_call", flaky)
     home = Home(provision(tmp_path))
     report = import_captures([TWO_CALLS], home)
     assert report.calls_found == 2 and report.recorded == 1 and report.failed == 1
