@@ -36,6 +36,10 @@ DEFAULT_LINGER_NS = 2_000_000_000
 # A softphone may ask its user for the password before retrying: X-Lite (wireshark-wiki/aaa.pcap)
 # retried 17-52 s after the 407, on the same Call-ID (one call, as tshark's inventory counts it).
 AUTH_RETRY_LINGER_NS = 60_000_000_000
+# Once the BYE is answered (2xx), nothing more is expected but media still in flight (the tracker keeps
+# media up to its after_end_grace_s after the BYE): the call is handed on sooner, so a live recorder
+# writes it within about a second of the hang-up.
+BYE_ANSWERED_LINGER_NS = 500_000_000
 IN_DIALOG_CONTROL = frozenset({"INVITE", "INFO", "UPDATE", "MESSAGE", "NOTIFY"})
 DTMF_DIGITS = "0123456789*#ABCD"
 
@@ -155,6 +159,10 @@ class CallDialog:
             self._on_request(msg, ts_ns)
         elif cseq_method == "INVITE" and cseq_num == self.invite_cseq:
             self._on_invite_response(msg, ts_ns)
+        elif (
+            cseq_method == "BYE" and self.state is CallState.COMPLETED and 200 <= (msg.status_code or 0) < 300
+        ):
+            self.finish_at_ns = min(self.finish_at_ns or ts_ns, ts_ns + BYE_ANSWERED_LINGER_NS)
         return offers
 
     def _on_request(self, msg: SipMessage, ts_ns: int) -> None:

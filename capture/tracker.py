@@ -153,9 +153,7 @@ class CallTracker:
         return finished
 
     def _note_zrtp(self, batch: DatagramBatch, rows: npt.NDArray[np.int64]) -> None:
-        """ZRTP (RFC 6189) agrees keys inside the media stream, with nothing in the SDP, and the RTP
-        after it is SRTP: a call whose media carries ZRTP is marked encrypted in both directions,
-        so its ciphertext is never decoded into noise."""
+        """ZRTP (RFC 6189) keys the media in-band; the RTP after it is SRTP: mark the call encrypted."""
         self.counters["zrtp_packets"] += int(rows.shape[0])
         dst = endpoint_keys(batch.dst_addr[rows], batch.dst_port[rows])
         src = endpoint_keys(batch.src_addr[rows], batch.src_port[rows])
@@ -176,8 +174,7 @@ class CallTracker:
         lo: int,
         hi: int,
     ) -> list[CapturedCall]:
-        """Route media rows ``lo:hi``, cut where a timeout check is due, so that a call that has
-        ended stops claiming packets within a second of capture time."""
+        """Route media rows ``lo:hi``, cut where a timeout check is due (an ended call stops claiming)."""
         finished: list[CapturedCall] = []
         while lo < hi:
             cut = hi
@@ -190,6 +187,11 @@ class CallTracker:
             finished.extend(self._check_timeouts(int(ts[cut])))
             lo = cut
         return finished
+
+    def tick(self, now_ns: int) -> list[CapturedCall]:
+        """Live capture: the clock moved to ``now_ns`` without packets; hand on calls now due."""
+        self._now_ns = max(self._now_ns, now_ns)
+        return self._check_timeouts(self._now_ns) if self._now_ns >= (self._next_check_ns or 0) else []
 
     def flush(self) -> list[CapturedCall]:
         """End of input: hand on every call still in progress."""
@@ -281,8 +283,7 @@ class CallTracker:
         return leg_id
 
     def _bind(self, call: _Call, offer: MediaOffer) -> None:
-        """``offer.side`` receives at ``offer.endpoint``: packets sent there are the other side's
-        leg; packets sent from there (symmetric RTP) are ``offer.side``'s own leg."""
+        """``offer.side`` receives at ``offer.endpoint``: the other side's leg (symmetric RTP: its own)."""
         if offer.kind != AUDIO:  # video, T.38: counted, never in the legs
             self._side.bind_offer(call.legs[CALLER_TO_CALLEE].leg_id, offer, self._unclaimed)
             return
@@ -377,8 +378,7 @@ class CallTracker:
         leg: npt.NDArray[np.int64],
         src_keys: npt.NDArray[np.uint64],
     ) -> None:
-        """Remember each leg's source endpoints. One vector compare against the last source key
-        of each leg; only packets from a source that differs are looked at one by one."""
+        """Remember each leg's source endpoints (only packets from a changed source one by one)."""
         changed = np.flatnonzero(self._leg_last_src[leg] != src_keys)
         for i in changed.tolist():
             leg_id = int(leg[i])
