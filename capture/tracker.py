@@ -5,9 +5,8 @@ Per batch of UDP datagrams, in capture order:
 1. classify every payload at once (numpy over the first two bytes): SIP candidate, RTP, RTCP, other;
 2. walk the SIP candidates in order; the RTP/RTCP rows between two SIP messages form a segment that
    is routed in bulk by the :class:`~capture.correlate.Correlator` (SDP bindings, latching);
-3. routed RTP rows are parsed once per segment and appended, with a leg-id column, to a pending log;
-   the log is split into per-leg spools only every few hundred thousand packets, or for one call
-   when it ends, so per-leg overhead is paid rarely, not per batch.
+3. routed RTP rows are parsed once per segment into a pending log (with a leg-id column), split into
+   per-leg spools only every few hundred thousand packets or when a call ends (per-leg cost is rare).
 
 A call ends on BYE/CANCEL/final failure (plus a short linger), on a timeout in capture time, or at
 the end of the input; it is then handed on as a :class:`CapturedCall` and forgotten. RTP no dialog
@@ -110,6 +109,10 @@ class CallTracker:
     @property
     def calls_in_progress(self) -> int:
         return len(self._calls)
+
+    def in_progress(self) -> list[CallDialog]:
+        """The dialogs of the calls in progress (a live capture's status and controls read them)."""
+        return [call.dialog for call in self._calls.values()]
 
     def feed(self, batch: DatagramBatch) -> list[CapturedCall]:
         n = len(batch)
@@ -246,9 +249,8 @@ class CallTracker:
             call = None
         if call is None:
             if msg.method != "INVITE" or msg.to_tag:
-                self.counters[
-                    "sip_outside_known_call" if msg.method != "INVITE" else "sip_reinvite_unknown_call"
-                ] += 1
+                unknown = "sip_outside_known_call" if msg.method != "INVITE" else "sip_reinvite_unknown_call"
+                self.counters[unknown] += 1
                 return finished
             if len(self._calls) >= self.config.max_calls:
                 self.counters["calls_over_limit"] += 1
@@ -261,10 +263,7 @@ class CallTracker:
 
     def _new_call(self, invite: SipMessage, ts_ns: int) -> _Call:
         dialog = CallDialog(invite, ts_ns)
-        legs = {}
-        for direction in (CALLER_TO_CALLEE, CALLEE_TO_CALLER):
-            leg = _Leg(self._alloc_leg_id(), direction)
-            legs[direction] = leg
+        legs = {d: _Leg(self._alloc_leg_id(), d) for d in (CALLER_TO_CALLEE, CALLEE_TO_CALLER)}
         call = _Call(dialog, legs, {})
         for leg in legs.values():
             self._legs[leg.leg_id] = (call, leg)
