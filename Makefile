@@ -23,14 +23,20 @@ install: $(VENV)/.installed
 
 test-install: $(VENV)/.test-installed
 
-# Debian packages the tests need (tshark for the Wireshark cross-checks), installed when missing
-# and running as root; otherwise those tests say why they are skipped.
+# Debian packages the tests need (tshark for the Wireshark cross-checks, chromium and its driver for
+# the portal's browser test), installed when missing and running as root; otherwise those tests say
+# why they are skipped.
 system-deps:
 	@if command -v tshark >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 \
 			install -y -q --no-install-recommends tshark; \
 	else echo "note: tshark is missing and this is not root: tshark cross-checks will be skipped"; fi
+	@if [ -x /usr/bin/chromium ] && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 \
+			install -y -q --no-install-recommends chromium chromium-driver; \
+	else echo "note: chromium is missing and this is not root: the portal's browser test will be skipped"; fi
 
 demo: install
 	rm -rf $(DEMO_HOME) $(DEMO_KEY) demo-call-1.wav
@@ -48,7 +54,7 @@ test: test-install system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: test-install
-	$(BIN)/ruff check capture decode store recorder cli tests bench pcaps
+	$(BIN)/ruff check capture decode store recorder cli portal tests bench pcaps
 	$(BIN)/mypy
 
 bench: install

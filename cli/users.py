@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 import time
+from collections.abc import Mapping
+from pathlib import Path
 
 import click
-from store.access import ROLES, User, Users
 
 from cli.context import Context
 from cli.output import dumps
+from store.access import ROLES, User, Users
+from store.passwords import check_password, hash_password
 
 _QUEUE = click.option(
     "--queue", "queues", multiple=True, metavar="NAME", help="A queue in scope (repeatable)."
@@ -152,3 +156,55 @@ def users_revoke(obj: Context, name: str, queues: tuple[str, ...], extensions: t
     Users(obj.catalogue().db).revoke(name, queues=queues, extensions=extensions)
     obj.audit("users.revoke", detail={"user": name, "queues": queues, "extensions": extensions})
     click.echo(f"Revoked from {name}")
+
+
+PASSWORD_ENV = "CALLREC_PORTAL_PASSWORD"
+
+
+def _new_password(password_file: Path | None, env: Mapping[str, str]) -> str:
+    """The new password: the first line of ``password_file``, else ``$CALLREC_PORTAL_PASSWORD``,
+    else asked twice on the terminal."""
+    if password_file is not None:
+        text = password_file.read_text(encoding="utf-8").split("\n", 1)[0].removesuffix("\r")
+        return check_password(text)
+    if PASSWORD_ENV in env:
+        return check_password(env[PASSWORD_ENV])
+    if not sys.stdin.isatty():
+        raise click.UsageError(f"no password: give --password-file or set {PASSWORD_ENV}")
+    text = click.prompt("New portal password", hide_input=True, confirmation_prompt=True, err=True)
+    return check_password(str(text))
+
+
+@users.command("passwd")
+@click.argument("name")
+@click.option(
+    "--password-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help=f"File whose first line is the new password. Default: ${PASSWORD_ENV}, else asked twice.",
+)
+@click.option(
+    "--clear", is_flag=True, help="Remove the password: the user can no longer log in to the portal."
+)
+@click.pass_obj
+def users_passwd(obj: Context, name: str, password_file: Path | None, clear: bool) -> None:
+    """Set a user's web portal password (admins for anyone, every user for themselves).
+
+    Stored as a salted scrypt hash; at least 12 characters.
+
+    \b
+    Example:
+      callrec users passwd alice
+      callrec users passwd alice --password-file /run/secrets/alice
+      callrec users passwd alice --clear
+    """
+    if clear and password_file is not None:
+        raise click.UsageError("--clear and --password-file do not go together")
+    who = obj.principal()
+    if who.name != name or who.bootstrap:
+        obj.allow("users.manage", detail={"user": name})
+    registry = Users(obj.catalogue().db)
+    registry.password_hash(name)  # NotFound before asking for a password
+    stored = None if clear else hash_password(_new_password(password_file, obj.env))
+    registry.set_password_hash(name, stored)
+    obj.audit("users.passwd", detail={"user": name, "cleared": clear})
+    click.echo(f"{'Cleared the portal password of' if clear else 'Set the portal password of'} {name}")
