@@ -24,8 +24,9 @@ install: $(VENV)/.installed
 test-install: $(VENV)/.test-installed
 
 # Debian packages the tests need (tshark for the Wireshark cross-checks, chromium and its driver for
-# the portal's browser test), installed when missing and running as root; otherwise those tests say
-# why they are skipped.
+# the portal's browser test, the lab's softphones for the live-capture tests, systemd-analyze for the
+# unit files), installed when missing and running as root; otherwise those tests say why they are skipped.
+LAB_DIR ?= ../shared/lab
 system-deps:
 	@if command -v tshark >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -37,6 +38,14 @@ system-deps:
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 \
 			install -y -q --no-install-recommends chromium chromium-driver; \
 	else echo "note: chromium is missing and this is not root: the portal's browser test will be skipped"; fi
+	@if command -v baresip >/dev/null 2>&1 && command -v sipp >/dev/null 2>&1 && command -v tcpdump >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && [ -f $(LAB_DIR)/install.sh ]; then bash $(LAB_DIR)/install.sh; \
+	else echo "note: the lab's softphones are missing (or no $(LAB_DIR)): live lab tests will be skipped"; fi
+	@if command -v systemd-analyze >/dev/null 2>&1 && command -v ip >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 \
+			install -y -q --no-install-recommends systemd iproute2 libpcap0.8; \
+	else echo "note: systemd-analyze or iproute2 is missing: unit checks and live tests will be skipped"; fi
 
 demo: install
 	rm -rf $(DEMO_HOME) $(DEMO_KEY) demo-call-1.wav

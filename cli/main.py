@@ -17,10 +17,12 @@ import click
 from capture.errors import ParseError
 from cli.audit import audit
 from cli.calls import calls
+from cli.capture import calls_pause, calls_record, calls_resume, capture, status
 from cli.config import config_group, rules_group
 from cli.context import Context
 from cli.keys import keys
 from cli.output import call_json, dumps
+from cli.portal import portal
 from cli.retention import hold, retention
 from cli.users import users
 from recorder.config import load_for_home
@@ -153,8 +155,10 @@ def _details(
     return lines
 
 
-for group in (calls, keys, users, audit, retention, hold, config_group, rules_group):
+for group in (calls, keys, users, audit, retention, hold, config_group, rules_group, capture, status, portal):
     cli.add_command(group)
+for command in (calls_record, calls_pause, calls_resume):
+    calls.add_command(command)
 
 
 def main() -> None:

@@ -11,8 +11,10 @@ first). One call whose processing fails is stored as failed with its reason; the
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import json
+import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -27,6 +29,7 @@ from recorder.decide import CallDecision, decide_call, keep_channels
 from recorder.modes import REDACTED, RecordingPlan, Signal, Span, plan_recording, stored_samples
 from recorder.records import call_row, event_rows, leg_rows
 from store.catalogue import Catalogue, iso_from_ns
+from store.errors import StoreError
 from store.retention import expiry_ns
 from store.vault import SEALED_SUFFIX, SealedRecording, Vault
 
@@ -36,6 +39,11 @@ CATALOGUE_BATCH = 64
 PendingRow = tuple[
     dict[str, object], list[dict[str, object]], list[dict[str, object]], tuple[str, bytes] | None
 ]
+
+
+class StorageUnavailable(Exception):
+    """The recordings directory or the catalogue cannot be written (disk full, read-only, locked): the
+    call itself is fine and can be saved again later."""
 
 
 class SaveCounts(Protocol):
@@ -60,6 +68,8 @@ class CallSaver:
         self.counts = counts
         self.unreadable: Mapping[frozenset[str], str] = {}  # signalling seen but unreadable (TLS, WS)
         self._rows: list[PendingRow] = []
+        self._pending_keys: set[tuple[str, int]] = set()  # (Call-ID, start) of the rows not committed yet
+        self.last_row: dict[str, object] | None = None  # the row of the call saved last (for logs)
 
     @property
     def pending(self) -> int:
@@ -79,8 +89,13 @@ class CallSaver:
         (a call cut short by a shutdown or a crash)."""
         if end_reason is not None:
             call = replace(call, end_reason=end_reason)
+        try:
+            present = self.catalogue.find_call(call.call_id, call.started_ns) is not None
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(f"catalogue: {exc}") from exc
+        present = present or (call.call_id, call.started_ns) in self._pending_keys
         self.counts.calls_found += 1
-        if self.catalogue.find_call(call.call_id, call.started_ns) is not None:
+        if present:
             self.counts.already_present += 1  # imported before: nothing to render or write
             return
         rendered: RenderedCall | None = None
@@ -98,6 +113,9 @@ class CallSaver:
                     plan, sealed, stored_s = self._record(call, rendered, decided, commands)
                 why = plan.blocked if plan is not None and plan.blocked else None
                 why = why or not_recorded_reason(call, recorded=sealed is not None)
+        except StorageUnavailable:
+            self.counts.calls_found -= 1  # not saved: it will be again
+            raise
         except Exception as exc:  # one broken call never stops the others
             error = f"{type(exc).__name__}: {exc}"
             self.counts.failed += 1
@@ -131,8 +149,11 @@ class CallSaver:
         if call.state == CallState.UNSIGNALLED:
             events += unreadable_signalling(call, self.unreadable)
         self._rows.append((row, leg_rows(call, rendered), events, wrapped))
+        self._pending_keys.add((call.call_id, call.started_ns))
+        self.last_row = row
         if len(self._rows) >= CATALOGUE_BATCH:
-            self.flush_rows()
+            with contextlib.suppress(StorageUnavailable):  # the rows stay pending: committed later
+                self.flush_rows()
 
     def _record(
         self, call: CapturedCall, rendered: RenderedCall, decided: CallDecision, commands: Sequence[Signal]
@@ -151,20 +172,32 @@ class CallSaver:
         rate = rendered.sample_rate_hz
         name = recording_name(call, f".{decision.format}{SEALED_SUFFIX}")
         chunks = mp3_chunks(samples, rate) if decision.format == "mp3" else wav_chunks(samples, rate)
-        return plan, self.vault.seal(name, chunks, sync=False), samples.shape[0] / rate
+        try:  # no catalogued call has this name (checked in save): a file there is a crash's orphan
+            sealed = self.vault.seal(name, chunks, sync=False, replace=True)
+        except OSError as exc:
+            raise StorageUnavailable(f"writing {name}: {exc}") from exc
+        except StoreError as exc:
+            if isinstance(exc.__cause__, OSError):  # full, read-only, gone: not this call's fault
+                raise StorageUnavailable(str(exc)) from exc
+            raise
+        return plan, sealed, samples.shape[0] / rate
 
     def flush_rows(self) -> None:
         """Make the batch's recording files durable (one syncfs), then commit their rows."""
         if not self._rows:
             return
-        self.recordings.sync_all()
-        results = self.catalogue.add_calls(self._rows)
+        try:
+            self.recordings.sync_all()
+            results = self.catalogue.add_calls(self._rows)
+        except (OSError, sqlite3.Error) as exc:  # the rows stay pending, all or none committed
+            raise StorageUnavailable(f"committing {len(self._rows)} calls: {exc}") from exc
         for call_id, created in results:
             if created:
                 self.counts.created_ids.append(call_id)
-            else:  # the same call twice in this import (a capture given twice)
+            else:  # imported meanwhile by another process
                 self.counts.already_present += 1
         self._rows.clear()
+        self._pending_keys.clear()
 
     def close(self) -> None:
         self.flush_rows()

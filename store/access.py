@@ -40,6 +40,8 @@ ACTIONS: Mapping[str, str] = MappingProxyType(
         "calls.verify": "verify recordings",
         "calls.plot": "plot recordings",
         "calls.note": "annotate calls",
+        "calls.control": "start, stop, pause and resume the recording of calls in progress",
+        "capture.status": "see the running capture's status",
         "hold.add": "place legal holds",
         "hold.remove": "release legal holds",
         "hold.list": "list legal holds",
@@ -77,8 +79,10 @@ PERMISSIONS: Mapping[str, frozenset[str]] = MappingProxyType(
             "retention.report",
             "audit.list",
             "audit.verify",
+            "calls.control",
+            "capture.status",
         },  # fmt: skip
-        "supervisor": _READ_CALLS,
+        "supervisor": _READ_CALLS | {"calls.control", "capture.status"},
         "auditor": frozenset({"audit.list", "audit.verify"}),
     }
 )

@@ -71,8 +71,9 @@ def normalize_name(relative_name: str | PurePosixPath) -> str:
 class RecordingStore:
     """Plain (unsealed) files under ``root``; see the module docstring for the write protocol.
 
-    ``tmp_dir`` (e.g. the home's ``tmp/``) must be on the same filesystem as ``root``; when it is
-    ``None`` temp files are made next to their target."""
+    ``tmp_dir`` (e.g. the home's ``tmp/``) holds temp files when it is on the target's filesystem
+    (a rename cannot cross filesystems: with ``recordings/`` mounted apart, or ``None``, temp files are
+    made next to their target)."""
 
     def __init__(
         self, root: str | os.PathLike[str], *, tmp_dir: str | os.PathLike[str] | None = None
@@ -113,6 +114,8 @@ class RecordingStore:
         self._make_dirs(final.parent)
         tmp_dir = self.tmp_dir or final.parent
         self._make_dirs(tmp_dir)
+        if tmp_dir != final.parent and os.stat(tmp_dir).st_dev != os.stat(final.parent).st_dev:
+            tmp_dir = final.parent
         tmp_path = tmp_dir / f".{final.name}.{secrets.token_hex(8)}.tmp"
         with _os_errors("cannot create a temp file in", tmp_dir):
             fd = os.open(

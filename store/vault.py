@@ -101,12 +101,13 @@ class Vault:
     # -- appliance side ---------------------------------------------------------------------------
 
     def seal(
-        self, relative_name: str, plain_chunks: Iterable[Chunk], *, sync: bool = True
+        self, relative_name: str, plain_chunks: Iterable[Chunk], *, sync: bool = True, replace: bool = False
     ) -> SealedRecording:
-        """Seal ``plain_chunks`` into ``relative_name`` (atomic; plain bytes never reach the disk)."""
+        """Seal ``plain_chunks`` into ``relative_name`` (atomic; plain bytes never reach the disk).
+        ``replace``: a file of that name is an orphan (written before a crash, never catalogued)."""
         recording_id = secrets.token_bytes(16)
         sealer = Sealer(self._current_key(), recording_id, chunk_size=RECORDING_CHUNK)
-        stored = self.recordings.write(relative_name, sealer.seal(plain_chunks), sync=sync)
+        stored = self.recordings.write(relative_name, sealer.seal(plain_chunks), sync=sync, replace=replace)
         return SealedRecording(
             stored=stored,
             recording_uuid=recording_id.hex(),

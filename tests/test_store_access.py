@@ -43,8 +43,10 @@ EXPECTED = {
         "retention.report",
         "audit.list",
         "audit.verify",
+        "calls.control",
+        "capture.status",
     },
-    "supervisor": CALL_READING,
+    "supervisor": CALL_READING | {"calls.control", "capture.status"},  # calls.control: in scope only
     "auditor": {"audit.list", "audit.verify"},
 }
 ADMIN_ONLY = {"users.manage", "keys.manage", "import", "config.show"}

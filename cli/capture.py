@@ -1,0 +1,263 @@
+"""``callrec capture`` (the live appliance), ``callrec status`` and ``callrec calls record|pause|resume``
+(requests to the running capture through its control socket)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from capture.bpf import DEFAULT_FILTER, FilterError
+from capture.live import CaptureSetupError, LiveConfig, LiveSource
+from capture.replay import ReplaySource
+from capture.source import PacketSource
+from cli.context import Context
+from recorder.config import ConfigError, load_for_home
+from recorder.control import ControlError, request
+from recorder.live import CaptureService, LiveOptions
+from recorder.notify import Notifier
+
+EX_CONFIG = 78  # sysexits.h: configuration error (systemd: RestartPreventExitStatus=78)
+CONTROL_NAME = "run/control.sock"
+
+
+def control_path(obj: Context, given: Path | None) -> Path:
+    return given if given is not None else obj.home.root / CONTROL_NAME
+
+
+def _log(line: str) -> None:
+    click.echo(line)
+    sys.stdout.flush()
+
+
+def _size(text: str) -> int:
+    units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    value = text.strip().lower().removesuffix("b").removesuffix("i")
+    unit = value[-1:] if value[-1:] in units else ""
+    try:
+        return int(float(value[: len(value) - len(unit)]) * units[unit])
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a size such as 512M or 2G") from None
+
+
+@click.command("capture")
+@click.option(
+    "--interface", "-i", "interfaces", multiple=True, metavar="IF", help="Mirror port to sniff (repeatable)."
+)
+@click.option(
+    "--filter", "expr", default=DEFAULT_FILTER, show_default="SIP, RTP and fragments", help="BPF expression."
+)
+@click.option("--buffer", "buffer", default="32M", show_default=True, help="Ring buffer per interface.")
+@click.option(
+    "--replay",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A capture file instead of an interface (tests, demos).",
+)
+@click.option(
+    "--speed",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Replay speed (1: capture speed; 0: as fast as possible).",
+)
+@click.option(
+    "--control",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"Control socket. Default: HOME/{CONTROL_NAME}.",
+)
+@click.option(
+    "--metrics-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write Prometheus metrics here every second.",
+)
+@click.option(
+    "--journal/--no-journal",
+    default=True,
+    show_default=True,
+    help="Journal frames for recovery after a crash.",
+)
+@click.option(
+    "--free-space-floor",
+    default="0",
+    help="Purge expired recordings when free space is below this (e.g. 5G).",
+)
+@click.option(
+    "--max-waiting-calls",
+    default=1000,
+    show_default=True,
+    help="Calls kept in memory while storage is unavailable.",
+)
+@click.pass_obj
+def capture(
+    obj: Context,
+    interfaces: tuple[str, ...],
+    expr: str,
+    buffer: str,
+    replay: Path | None,
+    speed: float,
+    control: Path | None,
+    metrics_file: Path | None,
+    journal: bool,
+    free_space_floor: str,
+    max_waiting_calls: int,
+) -> None:
+    """Record calls live from mirror ports until stopped (SIGTERM); SIGHUP reloads the configuration.
+
+    Reads the configuration (rules, modes, retention, keys) like import. Logs one line per call
+    recorded or not recorded. Exits 78 when the configuration is invalid.
+
+    \b
+    Example:
+      callrec --home /var/lib/callrec capture -i eth1 -i eth2
+      callrec capture --replay calls.pcap --speed 1
+    """
+    if bool(interfaces) == (replay is not None):
+        raise click.UsageError("give --interface (one or more) or --replay FILE, not both")
+    if speed < 0:
+        raise click.BadParameter("must be 0 or more", param_hint="--speed")
+    home = obj.home
+    options = LiveOptions(
+        source_name=f"replay:{replay.name}" if replay else "live:" + ",".join(interfaces),
+        control_path=control_path(obj, control),
+        metrics_path=metrics_file,
+        journal_dir=home.root / "journal" if journal else None,
+        max_waiting_calls=max_waiting_calls,
+        free_space_floor=_size(free_space_floor),
+    )
+    try:
+        source: PacketSource = (
+            ReplaySource(replay, speed=speed)
+            if replay is not None
+            else LiveSource(list(interfaces), LiveConfig(buffer_bytes=_size(buffer), filter=expr or None))
+        )
+    except (CaptureSetupError, FilterError) as exc:
+        raise click.ClickException(str(exc)) from None
+    service = CaptureService(
+        home, source, lambda: load_for_home(home.root, obj.env), options, log=_log, notifier=Notifier()
+    )
+    try:
+        service.start()
+    except ConfigError as exc:
+        source.close()
+        for problem in exc.problems:
+            click.echo(f"configuration error: {problem}", err=True)
+        sys.exit(EX_CONFIG)
+    except BaseException:
+        source.close()
+        raise
+    signal.signal(signal.SIGTERM, lambda *_: service.stop("SIGTERM"))
+    signal.signal(signal.SIGINT, lambda *_: service.stop("SIGINT"))
+    signal.signal(signal.SIGHUP, lambda *_: service.request_reload())
+    service.run()
+
+
+@click.command("status")
+@click.option(
+    "--control",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"Control socket. Default: HOME/{CONTROL_NAME}.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.pass_obj
+def status(obj: Context, control: Path | None, as_json: bool) -> None:
+    """Show the running capture: calls in progress, packets/s, drops, spool and disk.
+
+    \b
+    Example:
+      callrec --home /var/lib/callrec status
+    """
+    reply = _ask(control_path(obj, control), {"command": "status"})
+    if as_json:
+        click.echo(json.dumps(reply, indent=2))
+        return
+    click.echo(
+        f"capture on {reply['source']}, up {reply['uptime_s']} s: {reply['packets_per_s']} packets/s, "
+        f"{reply['kernel_drops']} kernel drops"
+    )
+    click.echo(
+        f"recorded {reply['recorded']}, not recorded {sum(reply['not_recorded'].values())}, failed "
+        f"{reply['failed']}, waiting for storage {reply['waiting']}, lost {reply['lost']}"
+    )
+    click.echo(
+        f"journal {reply['journal_bytes']} bytes; disk {reply['disk_used_bytes']} used, "
+        f"{reply['disk_free_bytes']} free"
+    )
+    if reply.get("last_error"):
+        click.echo(f"last error: {reply['last_error']}")
+    calls = reply["calls_in_progress"]
+    click.echo(f"{len(calls)} call(s) in progress" + (":" if calls else ""))
+    for call in calls:
+        asked = f"  [{', '.join(call['commands'])}]" if call["commands"] else ""
+        parties = f"{call['caller']} -> {call['callee']}"
+        click.echo(f"  {call['call_id']}  {parties}  {call['state']}  {call['seconds']} s{asked}")
+
+
+def _ask(path: Path, message: dict[str, Any]) -> dict[str, Any]:
+    try:
+        reply = request(path, message)
+    except ControlError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not reply.get("ok"):
+        raise click.ClickException(str(reply.get("error") or "the capture refused"))
+    return reply
+
+
+def _control_command(name: str, actions: dict[str, str], help_text: str) -> click.Command:
+    @click.argument("call", metavar="CALL")
+    @click.option(
+        "--control",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help=f"Control socket. Default: HOME/{CONTROL_NAME}.",
+    )
+    @click.pass_obj
+    def command(obj: Context, call: str, control: Path | None, **flags: bool) -> None:
+        chosen = [action for flag, action in actions.items() if flags.get(flag)]
+        if len(actions) > 1 and len(chosen) != 1:
+            raise click.UsageError(f"give one of {', '.join('--' + f for f in actions)}")
+        action = chosen[0] if chosen else next(iter(actions.values()))
+        reply = _ask(control_path(obj, control), {"command": "signal", "call": call, "action": action})
+        click.echo(f"{action} asked for call {reply['call_id']} at {reply['at']}")
+
+    for flag in actions if len(actions) > 1 else ():
+        command = click.option(f"--{flag}", is_flag=True, help=f"{flag.capitalize()} recording.")(command)
+    command.__doc__ = help_text
+    return click.command(name)(command)
+
+
+calls_record = _control_command(
+    "record",
+    {"start": "start", "stop": "stop"},
+    """Start or stop recording a call in progress (rules with record = on-demand).
+
+    CALL is its Call-ID, or the caller's or callee's number when only one call in progress has it
+    (``callrec status`` lists them). Only the recorded spans are kept.
+
+    \b
+    Example:
+      callrec calls record 2001 --start
+    """,
+)
+calls_pause = _control_command(
+    "pause",
+    {"pause": "pause"},
+    """Pause the recording of a call in progress: both channels are blanked until resume.
+
+    \b
+    Example:
+      callrec calls pause 2001
+    """,
+)
+calls_resume = _control_command(
+    "resume",
+    {"resume": "resume"},
+    """Resume the recording of a paused call.
+
+    \b
+    Example:
+      callrec calls resume 2001
+    """,
+)

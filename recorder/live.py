@@ -1,0 +1,420 @@
+"""The live capture: a packet source (mirror port or paced replay) in, recordings out, until stopped.
+
+One loop, one process::
+
+    batches (capture.live / capture.replay) -> journal -> frames -> tracker -> CallSaver -> catalogue
+
+* **Calls** are handed on by the tracker when they end (BYE answered: 0.5 s later), time out (no
+  media, no final response, longer than ``max_call_s``; held calls never time out), or at shutdown.
+  The tracker's clock is the capture's: the time of the last packet, moved on by the wall clock
+  while the line is idle (:meth:`capture.tracker.CallTracker.tick`).
+* **Rows** are committed within :data:`COMMIT_INTERVAL_S` of a call's hand-on (batched when busy).
+* **Shutdown** (SIGTERM/SIGINT): calls in progress are recorded as they are, marked "interrupted by
+  shutdown", then the journal is removed.
+* **Reload** (SIGHUP): the configuration is read again; if it has errors they are logged and the old
+  one stays. New rules, modes and retention apply to calls that end after the reload; capture
+  timeouts to calls that start after a restart.
+* **Crash** (kill -9, power loss): every frame is written to a sealed journal (:mod:`recorder.journal`)
+  and flushed every second. The next start replays what is left of it: calls already in the catalogue
+  are skipped, calls that had ended are recorded, calls that were in progress are recorded up to the
+  last flushed second and marked "recovered after a crash".
+* **Storage unavailable** (disk full, read-only, catalogue locked): capture goes on; calls wait in
+  memory (at most ``max_waiting_calls``; beyond, the oldest are dropped with a log line) and are
+  retried every :data:`RETRY_INTERVAL_S`; nothing is half-written (files atomically, rows in one
+  transaction). With ``free_space_floor`` set, expired recordings (never held ones) are purged first
+  when free space runs below it.
+* **Control and status**: :mod:`recorder.control` (``callrec status``, ``callrec calls record|pause|
+  resume``); systemd readiness, watchdog and status line, and Prometheus metrics (:mod:`recorder.notify`).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from capture.calls import CapturedCall
+from capture.frames import FrameDecoder
+from capture.packets import PacketBatch
+from capture.source import PacketSource
+from capture.tracker import CallTracker, TrackerConfig
+from recorder.config import Config, ConfigError
+from recorder.control import ControlServer
+from recorder.journal import Journal, ReplayReport, load_or_create_key, replay, rotate_key
+from recorder.livestatus import handle_request, metrics, status_line
+from recorder.modes import Signal
+from recorder.notify import Notifier, prometheus_text, write_textfile
+from recorder.saving import CallSaver, StorageUnavailable
+from store.audit import AuditTrail
+from store.catalogue import Catalogue
+from store.errors import StoreError
+from store.home import Home
+from store.keys import KeyDirectory
+from store.retention import Retention
+from store.vault import Vault
+
+NS = 1_000_000_000
+COMMIT_INTERVAL_S = 0.2
+STATUS_INTERVAL_S = 1.0
+RETRY_INTERVAL_S = 5.0
+PRUNE_MARGIN_NS = 10 * NS
+LIVE_TIMEOUT_CHECK_S = 0.2
+INTERRUPTED = "interrupted by shutdown"
+RECOVERED = "recovered after a crash"
+JOURNAL_KEY = "journal.key"
+
+
+@dataclass(slots=True)
+class LiveCounts:
+    """Totals since the capture started (what ``callrec status`` and the metrics show)."""
+
+    calls_found: int = 0
+    recorded: int = 0
+    already_present: int = 0
+    failed: int = 0
+    not_recorded: collections.Counter[str] = field(default_factory=collections.Counter)
+    created_ids: list[int] = field(default_factory=list)
+    interrupted: int = 0
+    recovered: int = 0
+    lost: int = 0  # calls dropped while storage was unavailable and the waiting list was full
+
+
+@dataclass(frozen=True, slots=True)
+class LiveOptions:
+    source_name: str = "live"
+    control_path: Path | None = None
+    metrics_path: Path | None = None
+    journal_dir: Path | None = None  # None: no journal (no recovery after a crash)
+    max_waiting_calls: int = 1000
+    free_space_floor: int = 0  # bytes; 0: no purge for space
+
+
+Log = Callable[[str], None]
+
+
+class CaptureService:
+    def __init__(
+        self,
+        home: Home,
+        source: PacketSource,
+        load_config: Callable[[], Config],
+        options: LiveOptions,
+        *,
+        log: Log = print,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.home = home
+        self.source = source
+        self.load_config = load_config
+        self.options = options
+        self.log = log
+        self.notifier = notifier or Notifier({})
+        self.counts = LiveCounts()
+        self.commands: dict[str, list[Signal]] = {}  # Call-ID -> asked through the control socket
+        self.waiting: collections.deque[tuple[CapturedCall, str | None]] = collections.deque()
+        self.last_error = ""
+        self._stop_reason = ""
+        self._reload = False
+        self.clock_offset_ns = 0  # capture clock minus wall clock (0 live; a replay's own time)
+        self._started = time.monotonic()
+        self._next = {"commit": 0.0, "status": 0.0, "retry": 0.0}
+        self._rate = (time.monotonic(), 0)
+        self.pps = 0.0
+
+    # -- set-up ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the store, read the configuration (:class:`ConfigError` if it is broken), recover a
+        crashed run's journal, open the control socket, tell systemd we are ready."""
+        self.home.open(create=True)
+        self.config = self.load_config()
+        vault = Vault(KeyDirectory(self.home.keys), self.home.recording_store())
+        vault.check_ready()
+        self.catalogue = Catalogue(self.home.catalogue_path)
+        self.saver = CallSaver(self.catalogue, vault, self.config, self.counts)
+        keys = KeyDirectory(self.home.keys)
+        self.audit = AuditTrail(
+            self.catalogue.db, signing_key=keys.signing_key(), verify_key=None, head_path=self.home.audit_head
+        )
+        self.journal: Journal | None = None
+        directory = self.options.journal_dir
+        if directory is not None:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            key = load_or_create_key(directory / JOURNAL_KEY)
+            if any(directory.glob("*.seg")):
+                key = self._recover(directory, key)
+            self.journal = Journal(directory, key)
+        self.frames = FrameDecoder()
+        self.tracker = CallTracker(self._tracker_config(self.config))
+        self.saver.unreadable = self.frames.streams.unreadable
+        self.control: ControlServer | None = None
+        if self.options.control_path is not None:
+            self.control = ControlServer(self.options.control_path, lambda m, p: handle_request(self, m, p))
+            self.control.open()
+        self.audit.record(
+            user=_os_user(), action="capture.start", detail={"source": self.options.source_name}
+        )
+        self.log(f"capture started on {self.options.source_name}; configuration: {self._config_files()}")
+        self.notifier.ready(status_line(self))
+
+    @staticmethod
+    def _tracker_config(config: Config) -> TrackerConfig:
+        return TrackerConfig(**{"timeout_check_s": LIVE_TIMEOUT_CHECK_S, **config.capture})
+
+    def _config_files(self) -> str:
+        return ", ".join(str(p) for p in self.config.files) or "built-in defaults"
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Capture until :meth:`stop` (or the source ends), then record what is in progress."""
+        try:
+            for batch in self.source.batches():
+                self.step(batch)
+                if self._reload:
+                    self._do_reload()
+                if self._stop_reason:
+                    break
+        finally:
+            self.shutdown()
+
+    def step(self, batch: PacketBatch) -> None:
+        wall = time.time_ns()
+        finished: list[CapturedCall] = []
+        if len(batch):
+            self.clock_offset_ns = int(batch.ts_ns[-1]) - wall
+            if self.journal is not None:
+                self.journal.append(batch)
+            finished = self.tracker.feed(self.frames.decode(batch))
+        finished += self.tracker.tick(wall + self.clock_offset_ns)
+        for call in finished:
+            self._save(call, None)
+        self._periodic()
+        if self.control is not None:
+            self.control.serve()
+
+    def stop(self, reason: str = "shutdown") -> None:
+        """Ask the loop to end (signal-safe: only sets flags)."""
+        self._stop_reason = reason
+        self.source.stop()
+
+    def request_reload(self) -> None:
+        self._reload = True
+
+    # -- saving ----------------------------------------------------------------------------------
+
+    def _save(self, call: CapturedCall, end_reason: str | None) -> bool:
+        commands = self.commands.pop(call.call_id, [])
+        try:
+            self.saver.save(call, self.options.source_name, commands=commands, end_reason=end_reason)
+        except StorageUnavailable as exc:
+            if commands:
+                self.commands[call.call_id] = commands
+            self.waiting.append((call, end_reason))
+            self._storage_failed(exc)
+            while len(self.waiting) > self.options.max_waiting_calls:
+                lost, _ = self.waiting.popleft()
+                self.counts.lost += 1
+                self.log(
+                    f"call {lost.call_id} lost: storage unavailable and {len(self.waiting)} calls waiting"
+                )
+            return False
+        self._log_call(call, end_reason)
+        return True
+
+    def _log_call(self, call: CapturedCall, end_reason: str | None) -> None:
+        reason = end_reason or call.end_reason
+        row = self.saver.last_row
+        if row is None:
+            return
+        if row.get("recording_path"):
+            self.log(
+                f"recorded {call.call_id} {call.caller} -> {call.callee} "
+                f"({row.get('recording_seconds')} s, rule {row.get('rule')}, {reason})"
+            )
+        else:
+            self.log(f"not recorded {call.call_id} {call.caller} -> {call.callee}: {row.get('not_recorded')}")
+
+    def _commit(self) -> bool:
+        try:
+            self.saver.flush_rows()
+        except StorageUnavailable as exc:
+            self._storage_failed(exc)
+            return False
+        return True
+
+    def _storage_failed(self, exc: Exception) -> None:
+        text = f"storage unavailable: {exc}"
+        if text != self.last_error:
+            self.log(f"{text}; calls wait in memory ({len(self.waiting)} now) and are retried")
+        self.last_error = text
+
+    def _retry_waiting(self) -> None:
+        if not self.waiting and not self.saver.pending:
+            return
+        if self.options.free_space_floor:
+            self._make_space()
+        if not self._commit():
+            return
+        while self.waiting:
+            call, end_reason = self.waiting.popleft()
+            if not self._save(call, end_reason):
+                return
+        if self._commit() and self.last_error.startswith("storage unavailable"):
+            self.log("storage available again: waiting calls recorded")
+            self.last_error = ""
+
+    def _make_space(self) -> None:
+        """Purge expired recordings (never held ones) when free space is below the floor."""
+        free = shutil.disk_usage(self.home.root).free
+        if free >= self.options.free_space_floor:
+            return
+
+        def audit(action: str, call_ids: Iterable[int], detail: Mapping[str, object]) -> None:
+            self.audit.record(user="callrec-capture", action=action, call_ids=call_ids, detail=detail)
+
+        try:
+            report = Retention(self.catalogue.db, self.home.recording_store()).apply(
+                time.time_ns(), by="callrec-capture", reason="free space below the floor", audit=audit
+            )
+        except (OSError, sqlite3.Error, StoreError) as exc:
+            self.log(f"free space {free} bytes is below the floor; purging expired recordings failed: {exc}")
+            return
+        self.log(
+            f"free space {free} bytes is below the floor: {len(report.purged)} expired recordings purged"
+        )
+
+    # -- timers ----------------------------------------------------------------------------------
+
+    def _periodic(self) -> None:
+        now = time.monotonic()
+        if now >= self._next["commit"]:
+            self._next["commit"] = now + COMMIT_INTERVAL_S
+            if self.saver.pending:
+                self._commit()
+        if now >= self._next["retry"]:
+            self._next["retry"] = now + RETRY_INTERVAL_S
+            self._retry_waiting()
+        if now >= self._next["status"]:
+            self._next["status"] = now + STATUS_INTERVAL_S
+            self._every_second(now)
+        self.notifier.watchdog()
+
+    def _every_second(self, now: float) -> None:
+        stats = self.source.stats()
+        since, frames = self._rate
+        if now > since:
+            self.pps = (stats.frames - frames) / (now - since)
+        self._rate = (now, stats.frames)
+        if self.journal is not None:  # prune first: a chunk over the budget is dropped, not made room for
+            starts = [d.started_ns for d in self.tracker.in_progress()]
+            now_ns = time.time_ns() + self.clock_offset_ns
+            self.journal.prune(min(starts, default=now_ns) - PRUNE_MARGIN_NS)
+            self.journal.flush()
+        self.notifier.status(status_line(self))
+        if self.options.metrics_path is not None:
+            try:
+                write_textfile(self.options.metrics_path, prometheus_text(metrics(self)))
+            except OSError as exc:
+                self.last_error = f"metrics file: {exc}"
+
+    # -- reload and shutdown ---------------------------------------------------------------------
+
+    def _do_reload(self) -> None:
+        self._reload = False
+        self.notifier.reloading()
+        try:
+            config = self.load_config()
+        except ConfigError as exc:
+            for problem in exc.problems:
+                self.log(f"reload refused, the configuration in use stays: {problem}")
+            self.last_error = f"reload refused: {len(exc.problems)} configuration error(s)"
+        else:
+            self.config = config
+            self.saver.config = config
+            self.log(f"configuration reloaded: {self._config_files()}")
+        self.notifier.ready(status_line(self))
+
+    def shutdown(self) -> None:
+        """Record every call in progress (marked interrupted), commit, close. Idempotent."""
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
+        self.notifier.stopping()
+        reason = self._stop_reason or "end of input"
+        in_progress = self.tracker.flush()
+        for call in in_progress:
+            marked = INTERRUPTED if call.end_reason.startswith("end of capture") else None
+            if marked:
+                self.counts.interrupted += 1
+            self._save(call, marked)
+        self._retry_waiting()
+        clean = self._commit() and not self.waiting
+        if self.journal is not None:
+            self.journal.flush()
+            self.journal.close()
+            if clean:  # everything is in the catalogue: nothing to recover next time
+                rotate_key(self.journal.directory, self.journal.directory / JOURNAL_KEY)
+            else:
+                self.log("calls still wait for storage: the journal is kept for the next start")
+        self.audit.record(
+            user=_os_user(),
+            action="capture.stop",
+            detail={
+                "reason": reason,
+                "interrupted": self.counts.interrupted,
+                "recorded": self.counts.recorded,
+            },
+        )
+        self.audit.checkpoint()
+        if self.control is not None:
+            self.control.close()
+        self.source.close()
+        self.catalogue.close()
+        self.log(
+            f"capture stopped ({reason}): {self.counts.recorded} recorded, "
+            f"{sum(self.counts.not_recorded.values())} not recorded, {self.counts.interrupted} interrupted"
+        )
+
+    # -- recovery --------------------------------------------------------------------------------
+
+    def _recover(self, directory: Path, key: bytes) -> bytes:
+        """Turn what a crashed run left in its journal into recordings (see the module docstring);
+        then the journal is emptied and its key replaced. Returns the new key."""
+        self.log(f"recovering the calls of a capture that did not stop cleanly (journal {directory})")
+        report = ReplayReport()
+        frames = FrameDecoder()
+        tracker = CallTracker(self._tracker_config(self.config))
+        self.saver.unreadable = frames.streams.unreadable
+        before = (self.counts.recorded, self.counts.already_present)
+        source = "journal of a capture that did not stop cleanly"
+        for batch in replay(directory, key, report):
+            for call in tracker.feed(frames.decode(batch)):
+                self.saver.save(call, source)
+        for call in tracker.flush():
+            marked = RECOVERED if call.end_reason.startswith("end of capture") else None
+            if marked:
+                self.counts.recovered += 1
+            self.saver.save(call, source, end_reason=marked)
+        self.saver.flush_rows()
+        self.log(
+            f"recovery done: {self.counts.recorded - before[0]} recorded ({self.counts.recovered} cut by the "
+            f"crash, marked recovered), {self.counts.already_present - before[1]} recorded before it; "
+            f"journal: {report.frames} frames, {report.chunks_torn} torn and {report.chunks_rejected} "
+            "rejected chunks"
+        )
+        return rotate_key(directory, directory / JOURNAL_KEY)
+
+
+def _os_user() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
