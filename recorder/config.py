@@ -28,6 +28,7 @@ Every error names the file, the key and the reason (:class:`ConfigError`). What 
     unsignalled = true          # RTP without its SIP becomes an "unsignalled" call (false: dropped)
     unsignalled_min_packets = 25
     sip_ports = [5060, 5080]    # SIP only on these ports (default: any port, recognised by content)
+    max_calls = 100000          # calls followed at once; new calls beyond are counted and logged
 
     [direction]                 # how calls are classified (recorder.direction)
     internal_networks = ["198.51.100.0/24"]
@@ -87,6 +88,7 @@ _KNOWN: dict[str, dict[str, type | tuple[type, ...]]] = {
         "unsignalled": bool,
         "unsignalled_min_packets": int,
         "sip_ports": list,
+        "max_calls": int,
     },
 }
 

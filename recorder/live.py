@@ -124,6 +124,7 @@ class CaptureService:
         self._started = time.monotonic()
         self._next = {"commit": 0.0, "status": 0.0, "retry": 0.0}
         self._rate = (time.monotonic(), 0)
+        self._reported = {"over_limit": 0, "drops": 0}  # what was logged already
         self.pps = 0.0
 
     # -- set-up ----------------------------------------------------------------------------------
@@ -311,12 +312,28 @@ class CaptureService:
         if now > since:
             self.pps = (stats.frames - frames) / (now - since)
         self._rate = (now, stats.frames)
+        over = self.tracker.counters["calls_over_limit"]
+        if over > self._reported["over_limit"]:
+            self.log(
+                f"call limit reached: {self.tracker.calls_in_progress} calls in progress ([capture] "
+                f"max_calls); {over - self._reported['over_limit']} new call(s) not followed"
+            )
+            self._reported["over_limit"] = over
+        if stats.kernel_drops > self._reported["drops"]:
+            self.log(
+                f"the kernel dropped {stats.kernel_drops - self._reported['drops']} frame(s) (ring full; "
+                f"{stats.kernel_drops} in all): a larger --buffer, or fewer frames through --filter"
+            )
+            self._reported["drops"] = stats.kernel_drops
         if self.journal is not None:  # prune first: a chunk over the budget is dropped, not made room for
             starts = [d.started_ns for d in self.tracker.in_progress()]
             now_ns = time.time_ns() + self.clock_offset_ns
             self.journal.prune(min(starts, default=now_ns) - PRUNE_MARGIN_NS)
             self.journal.flush()
         self.notifier.status(status_line(self))
+        self._write_metrics()
+
+    def _write_metrics(self) -> None:
         if self.options.metrics_path is not None:
             try:
                 write_textfile(self.options.metrics_path, prometheus_text(metrics(self)))
@@ -372,6 +389,7 @@ class CaptureService:
             },
         )
         self.audit.checkpoint()
+        self._write_metrics()
         if self.control is not None:
             self.control.close()
         self.source.close()

@@ -35,7 +35,14 @@ def run_callrec(home: Path, *args: str, check: bool = True) -> subprocess.Comple
 class Capture:
     """One ``callrec --home HOME capture ARGS`` process."""
 
-    def __init__(self, home: Path, args: Sequence[str], log: Path, prefix: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        home: Path,
+        args: Sequence[str],
+        log: Path,
+        prefix: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.home = home
         self.log_path = log
         self._log = open(log, "w", encoding="utf-8")  # noqa: SIM115 (closed in stop())
@@ -44,7 +51,7 @@ class Capture:
             cwd=ROOT,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
 
     @property

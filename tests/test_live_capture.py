@@ -10,6 +10,7 @@ tests/callpcap.py (PCMU both ways, BYE answered).
 from __future__ import annotations
 
 import configparser
+import contextlib
 import os
 import shutil
 import signal
@@ -250,6 +251,64 @@ def test_a_full_recordings_disk_delays_recordings_until_space_returns(home: Path
         assert run_callrec(home, "calls", "verify").returncode == 0
     finally:
         subprocess.run(["umount", str(recordings)], check=False)
+
+
+def merge_pcaps(out: Path, *paths: Path) -> Path:
+    """One capture of the records of ``paths`` in time order (all written by callpcap: same header)."""
+    records = []
+    for path in paths:
+        data = path.read_bytes()
+        at = 24
+        while at < len(data):
+            seconds, micros, length, _ = struct.unpack_from("<IIII", data, at)
+            records.append((seconds, micros, data[at : at + 16 + length]))
+            at += 16 + length
+    records.sort(key=lambda r: (r[0], r[1]))
+    out.write_bytes(paths[0].read_bytes()[:24] + b"".join(r[2] for r in records))
+    return out
+
+
+def test_systemd_notifications_metrics_and_the_call_limit(home: Path, tmp_path: Path) -> None:
+    import socket
+
+    (home / "callrec.toml").write_text("[capture]\nmax_calls = 1\n", encoding="utf-8")
+    first = write_calls(tmp_path / "a.pcap", [CallSpec("100", "200", seconds=4)], seed=1)
+    second = write_calls(
+        tmp_path / "b.pcap", [CallSpec("101", "201", seconds=2, start_s=1_764_000_001.0)], seed=2
+    )
+    pcap = merge_pcaps(tmp_path / "both.pcap", first, second)  # the second starts while the first runs
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(0.1)
+    metrics = tmp_path / "callrec.prom"
+    env = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "400000"}
+    args = ["--replay", str(pcap), "--speed", "2", "--metrics-file", str(metrics)]
+    capture = Capture(home, args, tmp_path / "capture.log", env=env)
+    messages: list[str] = []
+    try:
+        deadline = time.monotonic() + 30
+        while capture.process.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                messages.append(notify.recv(4096).decode())
+        assert capture.wait() == 0
+    finally:
+        capture.stop()
+        notify.close()
+    fields = [field for message in messages for field in message.split("\n")]
+    assert fields[0] == "READY=1" and any(f.startswith("MAINPID=") for f in fields[:3])
+    assert fields.count("WATCHDOG=1") >= 3 and "STOPPING=1" in fields
+    assert any(f.startswith("STATUS=") and "pkt/s" in f for f in fields)
+    assert (
+        "call limit reached: 1 calls in progress ([capture] max_calls); 1 new call(s) not followed"
+        in capture.log
+    )
+    text = metrics.read_text()
+    # the last write is at shutdown: the final totals
+    assert "# TYPE callrec_calls_recorded_total counter\ncallrec_calls_recorded_total 1\n" in text
+    assert "callrec_calls_active 0\n" in text and 'callrec_last_error{error=""} 0' in text
+    assert f'callrec_kernel_drops_total{{interface="{pcap}"}} 0' in text
+    (call,) = calls_json(home)
+    assert call["caller"] == "100"
 
 
 # -- the systemd unit ------------------------------------------------------------------------------
