@@ -8,6 +8,7 @@ written or played unless the whole recording verified. Each opening is audited.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
 import shutil
@@ -251,7 +252,7 @@ def calls_plot(
       callrec calls plot 42 --out call-42.png
       callrec calls plot 42 --out detail.png --from 30 --to 45 --width 2400
     """
-    from decode.plot import PlotError, ns_from_iso, plot_call  # matplotlib: only when drawing
+    from decode.plot import PlotError, events_in_file, ns_from_iso, plot_call  # matplotlib: when drawing
 
     row = _recorded_call(obj, call_id, "calls.plot")
 
@@ -261,9 +262,13 @@ def calls_plot(
         answered = row.get("answered_at")
         answered_s = (ns_from_iso(answered) - start) / 1e9 if answered and start is not None else None
         title = f"Call {call_id}: {row.get('caller') or '?'} → {row.get('callee') or '?'}, {row.get('state')}"
+        events = row["events"]
+        spans = json.loads(row["recorded_spans"]) if row.get("recorded_spans") else []
+        if len(spans) > 1 and start is not None:  # on-demand: the file is the spans one after another
+            events = events_in_file(events, spans, start)
         try:
             fig = plot_call(
-                samples, rate, start_ns=start, events=row["events"], answered_s=answered_s, width_px=width,
+                samples, rate, start_ns=start, events=events, answered_s=answered_s, width_px=width,
                 height_px=height, from_s=from_s, to_s=to_s, title=title,
             )  # fmt: skip
         except PlotError as exc:

@@ -74,6 +74,29 @@ def ns_from_iso(text: str) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
 
 
+def events_in_file(
+    events: Sequence[Mapping[str, Any]], spans: Sequence[Mapping[str, Any]], start_ns: int
+) -> list[dict[str, Any]]:
+    """The events of a recording stored as several spans (on-demand: what was not recorded is
+    absent), moved onto the file's clock: an event at call time t inside a span that begins at
+    ``from`` and sits ``at_s`` into the file is drawn at ``start_ns + at_s + (t - from)``; events
+    outside every span are left out (a span's own start and end are kept)."""
+    bounds = [
+        (ns_from_iso(str(s["from"])), ns_from_iso(str(s["to"])), float(s.get("at_s", 0.0))) for s in spans
+    ]
+    moved = []
+    for event in events:
+        t = _event_s(event, 0)
+        if t is None:
+            continue
+        ts = round(t * 1e9)
+        for first, last, at_s in bounds:
+            if first <= ts <= last:
+                moved.append({**event, "ts_ns": start_ns + round(at_s * 1e9) + ts - first})
+                break
+    return moved
+
+
 def _event_s(event: Mapping[str, Any], start_ns: int) -> float | None:
     ts = event.get("ts_ns")
     if ts is None and event.get("at"):

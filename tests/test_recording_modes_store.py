@@ -209,3 +209,36 @@ def test_config_check_reports_controls_and_consent_errors(tmp_path: Path) -> Non
     config.write_text('[controls]\nstart = "#1"\npause_fill = "tone"\n', encoding="utf-8")
     res = run_cli("--home", str(home), "config", "show")
     assert res.exit_code == 0 and "#1" in res.stdout, res.describe()
+
+
+def test_plot_of_an_on_demand_call_places_events_on_the_files_clock(tmp_path: Path) -> None:
+    from decode.plot import events_in_file, ns_from_iso
+
+    spec = CallSpec(
+        "100",
+        "200",
+        seconds=12,
+        requests=[
+            *(
+                info(at, key)
+                for at, key in ((1.0, "*"), (1.2, "1"), (3.0, "*"), (3.2, "2"), (6.0, "*"), (6.2, "1"))
+            ),
+            header(7.0, "X-Record: pause"),
+            header(8.0, "X-Record: resume"),
+            *(info(at, key) for at, key in ((9.0, "*"), (9.2, "2"))),
+        ],
+    )
+    home = Home(tmp_path, ON_DEMAND, spec)
+    shown = home.show()
+    spans = shown["recording"]["spans"]
+    assert len(spans) == 2 and abs(spans[1]["at_s"] - 2.0) < 0.002
+    start = ns_from_iso(spans[0]["from"])
+    moved = events_in_file(shown["events"], spans, start)
+    at = {(e["kind"], e["summary"]): round((e["ts_ns"] - start) / 1e9, 2) for e in moved}
+    # span 1 is 1.2-3.2 s of the call (0-2 s of the file), span 2 is 6.2-9.2 s (2-5 s of the file)
+    assert at[("pause", "paused")] == 2.8 and at[("pause", "resumed")] == 3.8
+    assert ("sip", "INVITE") not in at  # before the first span: not in the file
+    out = tmp_path / "plot.png"
+    res = run_cli("--home", str(home.root), "calls", "plot", str(home.call["id"]), "--out", str(out))
+    assert res.exit_code == 0, res.describe()
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
