@@ -7,19 +7,16 @@ The audit trail is checkpointed (signed) when the command ends.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from store.access import Principal, Users, resolve_principal
-
 from store.audit import AuditTrail, client_description
 from store.catalogue import Catalogue
-from store.errors import AccessDenied, KeyMissing
+from store.errors import AccessDenied
 from store.home import Home
 from store.keys import KeyDirectory
 
@@ -57,15 +54,7 @@ class Context:
 
     def audit_trail(self) -> AuditTrail:
         if self._audit is None:
-            keys = self.keys()
-            signing: Ed25519PrivateKey | None = None
-            verify: Ed25519PublicKey | None = None
-            # no keys yet: entries are chained, and signed checkpoints wait for `callrec keys init`
-            with contextlib.suppress(KeyMissing):
-                signing, verify = keys.signing_key(), keys.verify_key()
-            self._audit = AuditTrail(
-                self.catalogue().db, signing_key=signing, verify_key=verify, head_path=self.home.audit_head
-            )
+            self._audit = self.home.audit_trail(self.catalogue().db)
         return self._audit
 
     def close(self) -> None:

@@ -6,16 +6,13 @@ raised.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Mapping
 from typing import Any
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from store.access import Principal, Users
 from store.audit import AuditTrail
 from store.catalogue import Catalogue
-from store.errors import AccessDenied, KeyMissing, NotFound
+from store.errors import AccessDenied, NotFound
 from store.home import Home
 from store.keys import KeyDirectory
 
@@ -47,14 +44,7 @@ class Gate:
 
     def audit_trail(self) -> AuditTrail:
         if self._audit is None:
-            keys = self.keys()
-            signing: Ed25519PrivateKey | None = None
-            verify: Ed25519PublicKey | None = None
-            with contextlib.suppress(KeyMissing):
-                signing, verify = keys.signing_key(), keys.verify_key()
-            self._audit = AuditTrail(
-                self.catalogue().db, signing_key=signing, verify_key=verify, head_path=self.home.audit_head
-            )
+            self._audit = self.home.audit_trail(self.catalogue().db)
         return self._audit
 
     def close(self) -> None:

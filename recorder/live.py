@@ -50,7 +50,6 @@ from recorder.livestatus import handle_request, metrics, status_line
 from recorder.modes import Signal
 from recorder.notify import Notifier, prometheus_text, write_textfile
 from recorder.saving import CallSaver, StorageUnavailable
-from store.audit import AuditTrail
 from store.catalogue import Catalogue
 from store.errors import StoreError
 from store.home import Home
@@ -138,10 +137,7 @@ class CaptureService:
         vault.check_ready()
         self.catalogue = Catalogue(self.home.catalogue_path)
         self.saver = CallSaver(self.catalogue, vault, self.config, self.counts)
-        keys = KeyDirectory(self.home.keys)
-        self.audit = AuditTrail(
-            self.catalogue.db, signing_key=keys.signing_key(), verify_key=None, head_path=self.home.audit_head
-        )
+        self.audit = self.home.audit_trail(self.catalogue.db)
         self.journal: Journal | None = None
         directory = self.options.journal_dir
         if directory is not None:

@@ -14,12 +14,18 @@ Every directory the store creates has mode 0700: recordings are personal data.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from store.errors import InvalidArgument, NotFound, StoreError
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlite_utils import Database
+
+from store.audit import AuditTrail
+from store.errors import InvalidArgument, KeyMissing, NotFound, StoreError
+from store.keys import KeyDirectory
 from store.recordings import RecordingStore
 
 CATALOGUE_NAME = "catalogue.db"
@@ -123,6 +129,16 @@ class Home:
     def recording_name(self, started_ns: int, call_id: int, suffix: str = ".wav") -> str:
         """See :func:`recording_name`."""
         return recording_name(started_ns, call_id, suffix)
+
+    def audit_trail(self, db: Database) -> AuditTrail:
+        """The audit trail in ``db`` (this home's catalogue), signed with this home's signing key. Without
+        keys yet, entries are chained and signed checkpoints wait for ``callrec keys init``."""
+        keys = KeyDirectory(self.keys)
+        signing: Ed25519PrivateKey | None = None
+        verify: Ed25519PublicKey | None = None
+        with contextlib.suppress(KeyMissing):
+            signing, verify = keys.signing_key(), keys.verify_key()
+        return AuditTrail(db, signing_key=signing, verify_key=verify, head_path=self.audit_head)
 
     def recording_store(self) -> RecordingStore:
         """The plain (unsealed) recording store over this home, temp files in ``tmp/``."""
