@@ -9,6 +9,7 @@ narrowed by their scope in SQL, and one call outside it is refused. Everything i
 from __future__ import annotations
 
 import io
+import json
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -190,6 +191,8 @@ def call_page(call_id: int) -> str:
         "call.html",
         call=row,
         consent=consent,
+        recorded_spans=_spans(row.get("recorded_spans")),
+        paused_spans=_spans(row.get("paused_spans")),
         can_play=who.allows("calls.play"),
         can_export=who.allows("calls.export"),
         can_plot=who.allows("calls.plot"),
@@ -354,3 +357,18 @@ def call_download(call_id: int) -> BaseResponse:
         response.headers["Content-Length"] = str(len(data))
     response.headers["Content-Disposition"] = f'attachment; filename="call-{call_id}.{fmt}"'
     return response
+
+
+def _spans(text: object) -> list[dict[str, str]]:
+    """A spans column (JSON list of ``from``/``to``/``by``) as rows for the page; [] when empty."""
+    if not isinstance(text, str) or not text:
+        return []
+    try:
+        spans = json.loads(text)
+    except ValueError:
+        return []
+    return [
+        {"from": str(s.get("from", "")), "to": str(s.get("to", "")), "by": str(s.get("by", ""))}
+        for s in spans
+        if isinstance(s, dict)
+    ]

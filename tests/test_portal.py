@@ -332,6 +332,9 @@ def test_the_call_page_shows_metadata_legs_events_picture_and_player(
         f'<audio id="player" controls preload="metadata" src="/calls/{call}/audio.wav"',
         f"/calls/{call}/download?format=mp3",
         'alt="Waveforms of call',
+        "<dt>Consent</dt><dd>not-required</dd>",
+        "<dt>Recorded</dt><dd>",
+        "(the rule)</dd>",
     ):
         assert part in html, part
     assert last_entry(home, user="alice", action="calls.show").call_ids == (call,)
