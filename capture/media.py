@@ -2,17 +2,22 @@
 
 The tracker appends packets to a :class:`LegSpool` batch by batch (one chunk per batch, no
 per-packet objects); when the call ends :meth:`LegSpool.packets` joins the chunks into one
-:class:`RtpPackets` that ``decode`` renders.
+:class:`RtpPackets` that ``decode`` renders. A live capture spills the older chunks of calls in
+progress to disk (:meth:`LegSpool.spill`, :mod:`capture.spill`) so that memory per call is bounded.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from capture.gather import row_view
+
+if TYPE_CHECKING:
+    from capture.spill import SpillRef, SpillSink
 
 I64 = npt.NDArray[np.int64]
 
@@ -162,13 +167,20 @@ def _rows(buf: npt.NDArray[np.uint8], starts: I64, width: int) -> npt.NDArray[np
 
 @dataclass(slots=True)
 class LegSpool:
-    """Collects chunks of RTP columns for one leg; bounded by the call's lifetime."""
+    """Collects chunks of RTP columns for one leg; bounded by the call's lifetime, or, for a live
+    capture, by :meth:`spill` (older chunks go to a :class:`~capture.spill.SpillSink`, only their
+    references stay). ``count`` and ``payload_bytes`` are totals; ``resident_bytes`` is what is in
+    memory."""
 
     chunks: list[RtpPackets] = field(default_factory=list)
     count: int = 0
     payload_bytes: int = 0
     first_ts_ns: int | None = None
     last_ts_ns: int | None = None
+    resident_bytes: int = 0  # payload bytes of ``chunks`` (not spilled)
+    spilled: list[SpillRef] = field(default_factory=list)  # in append order, all before ``chunks``
+    sink: SpillSink | None = None
+    leg_key: str = ""
 
     def append(self, chunk: RtpPackets) -> None:
         n = len(chunk)
@@ -176,36 +188,80 @@ class LegSpool:
             return
         self.chunks.append(chunk)
         self.count += n
-        self.payload_bytes += int(chunk.payload.shape[0])
+        size = int(chunk.payload.shape[0])
+        self.payload_bytes += size
+        self.resident_bytes += size
         if self.first_ts_ns is None:
             self.first_ts_ns = int(chunk.ts_ns[0])
         self.last_ts_ns = int(chunk.ts_ns[-1])
 
-    def packets(self) -> RtpPackets:
-        """All packets in arrival (capture) order."""
+    def spill(self, sink: SpillSink, leg_key: str, keep_recent_ns: int) -> int:
+        """Move the oldest chunks, those entirely older than the last ``keep_recent_ns`` of capture time,
+        to ``sink`` as one chunk; returns the packets moved. An :class:`OSError` from the sink goes on to
+        the caller and the chunks stay in memory (joined, so that the next try does not join again)."""
+        if self.sink is not None and (sink is not self.sink or leg_key != self.leg_key):
+            raise ValueError(f"leg spool already spilled to {self.leg_key!r} of another sink")
         if not self.chunks:
+            return 0
+        cutoff = max(int(c.ts_ns.max()) for c in self.chunks) - keep_recent_ns
+        n = 0
+        while n < len(self.chunks) and int(self.chunks[n].ts_ns.max()) < cutoff:
+            n += 1
+        if n == 0:
+            return 0
+        chunk = self.chunks[0] if n == 1 else join_chunks(self.chunks[:n])
+        try:
+            ref = sink.write(leg_key, chunk)
+        except OSError:
+            self.chunks[:n] = [chunk]
+            raise
+        del self.chunks[:n]
+        self.spilled.append(ref)
+        self.resident_bytes -= int(chunk.payload.shape[0])
+        self.sink, self.leg_key = sink, leg_key
+        return len(chunk)
+
+    def packets(self) -> RtpPackets:
+        """All packets in arrival (capture) order (spilled chunks read back: :class:`~capture.spill.
+        SpillError` or :class:`OSError` if the sink cannot)."""
+        chunks = self.chunks
+        if self.spilled and self.sink is not None:
+            chunks = [self.sink.read(ref) for ref in self.spilled] + chunks
+        if not chunks:
             return RtpPackets.empty()
-        if len(self.chunks) == 1:
-            return self.chunks[0]
-        joined = self.join()
+        if len(chunks) == 1:
+            return chunks[0]
+        joined = join_chunks(chunks)
         if bool((np.diff(joined.ts_ns) < 0).any()):  # chunks adopted out of order (early media)
             joined = joined.select(np.argsort(joined.ts_ns, kind="stable"))
         return joined
 
+    def release(self) -> None:
+        """Forget the spilled chunks (once :meth:`packets` has read them): the sink discards them."""
+        if self.sink is not None:
+            self.sink.discard(self.leg_key)
+        self.spilled.clear()
+        self.sink = None
+
     def join(self) -> RtpPackets:
-        """The chunks concatenated as they were appended."""
-        shifts = np.cumsum([0] + [int(c.payload.shape[0]) for c in self.chunks[:-1]])
-        return RtpPackets(
-            np.concatenate([c.ts_ns for c in self.chunks]),
-            np.concatenate([c.seq for c in self.chunks]),
-            np.concatenate([c.rtp_ts for c in self.chunks]),
-            np.concatenate([c.ssrc for c in self.chunks]),
-            np.concatenate([c.payload_type for c in self.chunks]),
-            np.concatenate([c.marker for c in self.chunks]),
-            np.concatenate([c.payload for c in self.chunks]),
-            np.concatenate([c.payload_offsets + s for c, s in zip(self.chunks, shifts, strict=True)]),
-            np.concatenate([c.payload_lengths for c in self.chunks]),
-        )
+        """The chunks in memory concatenated as they were appended."""
+        return join_chunks(self.chunks)
+
+
+def join_chunks(chunks: list[RtpPackets]) -> RtpPackets:
+    """Chunks of packets concatenated in order (one flat payload, offsets shifted)."""
+    shifts = np.cumsum([0] + [int(c.payload.shape[0]) for c in chunks[:-1]])
+    return RtpPackets(
+        np.concatenate([c.ts_ns for c in chunks]),
+        np.concatenate([c.seq for c in chunks]),
+        np.concatenate([c.rtp_ts for c in chunks]),
+        np.concatenate([c.ssrc for c in chunks]),
+        np.concatenate([c.payload_type for c in chunks]),
+        np.concatenate([c.marker for c in chunks]),
+        np.concatenate([c.payload for c in chunks]),
+        np.concatenate([c.payload_offsets + s for c, s in zip(chunks, shifts, strict=True)]),
+        np.concatenate([c.payload_lengths for c in chunks]),
+    )
 
 
 class MediaLog:
@@ -216,10 +272,12 @@ class MediaLog:
     def __init__(self) -> None:
         self._chunks: list[tuple[I64, RtpPackets]] = []
         self.count = 0
+        self.payload_bytes = 0
 
     def append(self, legs: I64, packets: RtpPackets) -> None:
         self._chunks.append((legs, packets))
         self.count += len(packets)
+        self.payload_bytes += int(packets.payload.shape[0])
 
     def split(self) -> list[tuple[int, RtpPackets]]:
         """Everything pending as ``(leg id, packets in arrival order)``, one piece per leg; empties
@@ -232,7 +290,7 @@ class MediaLog:
             joined.append(packets)
         packets = joined.join()
         self._chunks.clear()
-        self.count = 0
+        self.count = self.payload_bytes = 0
         order = np.argsort(legs, kind="stable")
         sorted_legs = legs[order]
         bounds = np.flatnonzero(sorted_legs[1:] != sorted_legs[:-1]) + 1

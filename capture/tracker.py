@@ -9,35 +9,31 @@ Per batch of UDP datagrams, in capture order:
    per-leg spools only every few hundred thousand packets or when a call ends (per-leg cost is rare).
 
 A call ends on BYE/CANCEL/final failure (plus a short linger), on a timeout in capture time, or at
-the end of the input; it is then handed on as a :class:`CapturedCall` and forgotten. RTP no dialog
-claims goes on to :mod:`capture.unsignalled`; video and T.38 fax are kept apart by :mod:`capture.sidemedia`.
+the end of the input; it is then handed on as a :class:`CapturedCall` (:mod:`capture.handoff`) and
+forgotten. RTP no dialog claims goes on to :mod:`capture.unsignalled`; video and T.38 fax are kept apart
+by :mod:`capture.sidemedia`. A live capture bounds the memory of the calls in progress with
+:meth:`CallTracker.spill` (older media to a :class:`~capture.spill.SpillSink`: sealed files on disk).
 """
 
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from capture.calls import (
-    CALLEE_TO_CALLER,
-    CALLER_TO_CALLEE,
-    CallEvent,
-    CallState,
-    CapturedCall,
-    CapturedLeg,
-    Endpoint,
-)
+from capture.calls import CALLEE_TO_CALLER, CALLER_TO_CALLEE, CallEvent, CallState, CapturedCall, Endpoint
 from capture.correlate import NO_LEG, Correlator, Unclaimed
 from capture.dialog import CALLER, CallDialog, MediaOffer
 from capture.errors import ParseError
-from capture.media import STATIC_PAYLOAD_TYPES, LegSpool, MediaFormat, MediaLog, RtpPackets
+from capture.handoff import TrackedCall, TrackedLeg, hand_on, leg_key
+from capture.media import MediaLog, RtpPackets
 from capture.packets import DatagramBatch, address_text, endpoint_key, endpoint_keys
 from capture.rtp import classify_payloads, parse_rtp_columns
-from capture.sidemedia import AUDIO, SideMedia, drop_payload_types
+from capture.sidemedia import AUDIO, SideMedia
 from capture.sip import SipMessage, looks_like_sip, parse_datagram
+from capture.spill import SpillSink
 from capture.unsignalled import UnsignalledCalls
 
 NS = 1_000_000_000
@@ -64,33 +60,14 @@ class TrackerConfig:
     sip_ports: frozenset[int] = frozenset()  # SIP only to/from these ports (empty: any port, by content)
 
 
-@dataclass(slots=True)
-class _Leg:
-    leg_id: int
-    direction: str
-    spool: LegSpool = field(default_factory=LegSpool)
-    sources: dict[int, Endpoint] = field(default_factory=dict)
-    destinations: dict[int, Endpoint] = field(default_factory=dict)
-    rtcp_packets: int = 0
-    zrtp: bool = False  # ZRTP packets seen: the media after them is SRTP
-
-
-@dataclass(slots=True)
-class _Call:
-    dialog: CallDialog
-    legs: dict[str, _Leg]
-    formats: dict[str, dict[int, MediaFormat]]  # receiving side -> its payload formats
-    encrypted: dict[str, bool] = field(default_factory=dict)  # side -> its latest SDP is encrypted
-
-
 class CallTracker:
     """Feed :class:`DatagramBatch` es in capture order; collect finished :class:`CapturedCall` s."""
 
     def __init__(self, config: TrackerConfig | None = None) -> None:
         self.config = config or TrackerConfig()
         self.counters: collections.Counter[str] = collections.Counter()
-        self._calls: dict[str, _Call] = {}
-        self._legs: dict[int, tuple[_Call, _Leg]] = {}
+        self._calls: dict[str, TrackedCall] = {}
+        self._legs: dict[int, tuple[TrackedCall, TrackedLeg]] = {}
         self._next_leg_id = 0
         self._correlator = Correlator(self.counters, self._live)
         cfg = self.config
@@ -113,6 +90,31 @@ class CallTracker:
     def in_progress(self) -> list[CallDialog]:
         """The dialogs of the calls in progress (a live capture's status and controls read them)."""
         return [call.dialog for call in self._calls.values()]
+
+    def memory_bytes(self) -> int:
+        """Payload bytes held in memory for the calls in progress: their legs' unspilled media and the
+        pending media log (not yet filed per leg)."""
+        held = sum(leg.spool.resident_bytes for call in self._calls.values() for leg in call.legs.values())
+        return held + self._pending.payload_bytes
+
+    def spill(self, sink: SpillSink, keep_recent_ns: int, min_bytes: int) -> int:
+        """Live capture, now and then: file the pending media log, then move the media of every call in
+        progress older than ``keep_recent_ns`` (capture time) to ``sink``, for each leg holding more than
+        ``min_bytes`` of payload in memory. Returns the packets moved. A sink that cannot write leaves the
+        media in memory (counted: ``spill_write_errors``) and ends this round."""
+        self._split_pending()
+        moved = 0
+        legs = (leg for call in self._calls.values() for leg in call.legs.values())
+        for leg in legs:
+            if leg.spool.resident_bytes <= min_bytes:
+                continue
+            try:
+                moved += leg.spool.spill(sink, leg_key(leg.leg_id), keep_recent_ns)
+            except OSError:
+                self.counters["spill_write_errors"] += 1
+                break
+        self.counters["spilled_packets"] += moved
+        return moved
 
     def feed(self, batch: DatagramBatch) -> list[CapturedCall]:
         n = len(batch)
@@ -261,10 +263,10 @@ class CallTracker:
             self._bind(call, offer)
         return finished
 
-    def _new_call(self, invite: SipMessage, ts_ns: int) -> _Call:
+    def _new_call(self, invite: SipMessage, ts_ns: int) -> TrackedCall:
         dialog = CallDialog(invite, ts_ns)
-        legs = {d: _Leg(self._alloc_leg_id(), d) for d in (CALLER_TO_CALLEE, CALLEE_TO_CALLER)}
-        call = _Call(dialog, legs, {})
+        legs = {d: TrackedLeg(self._alloc_leg_id(), d) for d in (CALLER_TO_CALLEE, CALLEE_TO_CALLER)}
+        call = TrackedCall(dialog, legs, {})
         for leg in legs.values():
             self._legs[leg.leg_id] = (call, leg)
         self._correlator.add_call(legs[CALLER_TO_CALLEE].leg_id, legs[CALLEE_TO_CALLER].leg_id)
@@ -281,7 +283,7 @@ class CallTracker:
             self._leg_last_src = np.concatenate((self._leg_last_src, np.zeros(size, dtype=np.uint64)))
         return leg_id
 
-    def _bind(self, call: _Call, offer: MediaOffer) -> None:
+    def _bind(self, call: TrackedCall, offer: MediaOffer) -> None:
         """``offer.side`` receives at ``offer.endpoint``: the other side's leg (symmetric RTP: its own)."""
         if offer.kind != AUDIO:  # video, T.38: counted, never in the legs
             self._side.bind_offer(call.legs[CALLER_TO_CALLEE].leg_id, offer, self._unclaimed)
@@ -397,7 +399,7 @@ class CallTracker:
             if owner is not None:
                 owner[1].spool.append(packets)
 
-    def _last_media_ns(self, call: _Call) -> int:
+    def _last_media_ns(self, call: TrackedCall) -> int:
         side = self._side.last_ns(call.legs[CALLER_TO_CALLEE].leg_id)  # video, T.38
         return max(side, *(int(self._leg_last_ns[leg.leg_id]) for leg in call.legs.values()))
 
@@ -437,63 +439,18 @@ class CallTracker:
         self._unclaimed.expire(now_ns)  # on to the unsignalled calls, even when no new media comes
         return finished + self._unsignalled.finish_idle(now_ns)
 
-    def _finish(self, call: _Call) -> CapturedCall:
+    def _finish(self, call: TrackedCall) -> CapturedCall:
         d = call.dialog
         self._calls.pop(d.call_id, None)
         for leg in call.legs.values():
             self._correlator.release(leg.leg_id)
-        self._side.release(call.legs[CALLER_TO_CALLEE].leg_id)
-        legs = {}
-        cutoff = None
-        if d.terminal and d.ended_ns is not None:
-            cutoff = d.ended_ns + int(self.config.after_end_grace_s * NS)
-        for direction, leg in call.legs.items():
             for chunk in self._pending.take(leg.leg_id):
                 leg.spool.append(chunk)
-            packets = leg.spool.packets()
-            if cutoff is not None and len(packets) and int(packets.ts_ns[-1]) > cutoff:
-                late = packets.ts_ns > cutoff
-                self.counters["rtp_after_call_end"] += int(late.sum())
-                packets = packets.take(np.flatnonzero(~late))
-            packets = drop_payload_types(packets, d.non_audio_payload_types, self.counters)
-            receiver = "callee" if direction == CALLER_TO_CALLEE else "caller"
-            sender = "caller" if receiver == "callee" else "callee"
-            formats = {
-                **STATIC_PAYLOAD_TYPES,
-                **call.formats.get(sender, {}),
-                **call.formats.get(receiver, {}),
-            }
-            legs[direction] = CapturedLeg(
-                direction,
-                formats,
-                packets,
-                tuple(leg.sources.values()),
-                tuple(leg.destinations.values()),
-                leg.rtcp_packets,
-                encrypted=call.encrypted.get(receiver, False) or leg.zrtp,
-            )
             del self._legs[leg.leg_id]
+        self._side.release(call.legs[CALLER_TO_CALLEE].leg_id)
         ended = d.ended_ns if d.ended_ns is not None else max(d.last_sip_ns, self._last_media_ns(call))
         self.counters["calls_finished"] += 1
-        captured = CapturedCall(
-            call_id=d.call_id,
-            state=d.state,
-            started_ns=d.started_ns,
-            answered_ns=d.answered_ns,
-            ended_ns=ended,
-            end_reason=d.end_reason,
-            caller=d.caller,
-            callee=d.callee,
-            caller_uri=d.caller_uri,
-            callee_uri=d.callee_uri,
-            request_uri=d.request_uri,
-            caller_display=d.caller_display,
-            callee_display=d.callee_display,
-            final_status=d.final_status,
-            legs=legs,
-            events=tuple(d.events),
-            sip_headers=d.headers,
-        )
+        captured = hand_on(call, ended, int(self.config.after_end_grace_s * NS), self.counters)
         if self._unclaimed.sink is not None:
             self._unclaimed.sink.note_signalled(captured)  # its SSRCs seen behind a relay are not calls
         return captured

@@ -50,6 +50,7 @@ from recorder.livestatus import handle_request, metrics, status_line
 from recorder.modes import Signal
 from recorder.notify import Notifier, prometheus_text, write_textfile
 from recorder.saving import CallSaver, StorageUnavailable
+from recorder.spill import SealedSpill
 from store.catalogue import Catalogue
 from store.errors import StoreError
 from store.home import Home
@@ -66,6 +67,8 @@ LIVE_TIMEOUT_CHECK_S = 0.2
 INTERRUPTED = "interrupted by shutdown"
 RECOVERED = "recovered after a crash"
 JOURNAL_KEY = "journal.key"
+SPILL_KEEP_RECENT_NS = 10 * NS  # media of calls in progress older than this goes to the sealed spill
+SPILL_MIN_BYTES = 256 * 1024  # per leg; below this nothing is spilled (about 32 s of G.711)
 
 
 @dataclass(slots=True)
@@ -149,6 +152,9 @@ class CaptureService:
         self.frames = FrameDecoder()
         self.tracker = CallTracker(self._tracker_config(self.config))
         self.saver.unreadable = self.frames.streams.unreadable
+        self.spill = SealedSpill(self.home.spool / "calls", log=self.log)
+        if removed := self.spill.clear():  # a crashed run's: the journal recovered its calls, its key is gone
+            self.log(f"removed {removed} spill file(s) left by a capture that did not stop cleanly")
         self.control: ControlServer | None = None
         if self.options.control_path is not None:
             self.control = ControlServer(self.options.control_path, lambda m, p: handle_request(self, m, p))
@@ -326,6 +332,8 @@ class CaptureService:
             now_ns = time.time_ns() + self.clock_offset_ns
             self.journal.prune(min(starts, default=now_ns) - PRUNE_MARGIN_NS)
             self.journal.flush()
+        # a call's older media goes to a sealed file: memory per call stays bounded however long it lasts
+        self.tracker.spill(self.spill, keep_recent_ns=SPILL_KEEP_RECENT_NS, min_bytes=SPILL_MIN_BYTES)
         self.notifier.status(status_line(self))
         self._write_metrics()
 
@@ -361,6 +369,7 @@ class CaptureService:
         self.notifier.stopping()
         reason = self._stop_reason or "end of input"
         in_progress = self.tracker.flush()
+        self.spill.clear()
         for call in in_progress:
             marked = INTERRUPTED if call.end_reason.startswith("end of capture") else None
             if marked:

@@ -54,6 +54,8 @@ def status(self: CaptureService) -> dict[str, Any]:
         "waiting": len(self.waiting) + self.saver.pending,
         "lost": self.counts.lost,
         "journal_bytes": journal.bytes_used if journal is not None else 0,
+        "media_memory_bytes": self.tracker.memory_bytes(),
+        "spill_bytes": self.spill.stats().bytes_on_disk,
         "disk_free_bytes": disk.free,
         "disk_used_bytes": disk.used,
         "last_error": self.last_error,
@@ -74,6 +76,18 @@ def metrics(self: CaptureService) -> list[Metric]:
     journal = self.journal.stats() if self.journal is not None else None
     return [
         ("callrec_calls_active", "gauge", "Calls in progress.", [({}, self.tracker.calls_in_progress)]),
+        (
+            "callrec_media_memory_bytes",
+            "gauge",
+            "Media payload of calls in progress held in memory.",
+            [({}, self.tracker.memory_bytes())],
+        ),
+        (
+            "callrec_spill_bytes",
+            "gauge",
+            "Media of calls in progress spilled to sealed files.",
+            [({}, self.spill.stats().bytes_on_disk)],
+        ),
         ("callrec_calls_recorded_total", "counter", "Calls recorded.", [({}, self.counts.recorded)]),
         (
             "callrec_calls_skipped_total",

@@ -351,3 +351,34 @@ def test_capture_unit_verifies_and_is_hardened(tmp_path: Path) -> None:
     if security.returncode == 0 and "Overall exposure level" in security.stdout:
         level = float(security.stdout.rsplit("Overall exposure level for", 1)[1].split(":")[1].split()[0])
         assert level <= 2.0, security.stdout
+
+
+def test_long_calls_spill_to_sealed_files_and_record_the_same_audio(home: Path, tmp_path: Path) -> None:
+    pcap = write_calls(tmp_path / "long.pcap", [CallSpec("100", "200", seconds=160)])
+    capture = Capture(home, ["--replay", str(pcap), "--speed", "16"], tmp_path / "capture.log")
+    spilled = 0
+    memory = []
+    try:
+        capture.wait_for("capture started")
+        while capture.process.poll() is None:
+            try:
+                status = capture.status()
+            except AssertionError:  # the capture ended between the check and the request
+                break
+            spilled = max(spilled, status["spill_bytes"])
+            if status["calls_in_progress"]:
+                memory.append(status["media_memory_bytes"])
+            time.sleep(0.3)
+        assert capture.wait() == 0
+    finally:
+        capture.stop()
+    assert spilled > 0
+    # 160 s of G.711 both ways is 2.56 MB of payload. Held in memory per leg: up to the spill threshold
+    # (256 KiB) plus the 10 s window plus what arrives between two spills (1 s of wall time, 16 s here)
+    assert memory and max(memory) < 2 * (256 * 1024 + 26 * 8000), memory
+    assert not list((home / "spool" / "calls").glob("*.spill"))
+    imported = provision(tmp_path / "imported")
+    run_callrec(imported, "import", str(pcap))
+    (live,), (offline,) = calls_json(home), calls_json(imported)
+    assert live["recording"]["audio_sha256"] == offline["recording"]["audio_sha256"]
+    assert live["recording"]["seconds"] == offline["recording"]["seconds"] > 159

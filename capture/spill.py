@@ -1,0 +1,170 @@
+"""Spilling the media of calls in progress out of memory: the capture side's interface, no crypto.
+
+A live capture keeps every call's RTP until the call ends. To bound the memory per call, the older
+part of each leg's packets is handed to a :class:`SpillSink` (``recorder.spill.SealedSpill`` writes
+sealed chunks to disk) and only a :class:`SpillRef` per chunk stays in memory; when the call ends the
+chunks are read back in order (:meth:`capture.media.LegSpool.packets`) and the sink is told to
+:meth:`~SpillSink.discard` them. The spill is an optimisation: a sink that cannot write raises
+:class:`OSError` and the chunk simply stays in memory.
+
+A chunk crosses the boundary as bytes (:func:`encode_chunk` / :func:`decode_chunk`): a fixed header,
+then the columns, each integer column stored in the narrowest of uint8/16/32, int8/16/32 or int64 that
+holds its values (RTP fields are 8 to 32 bits wide: a G.711 packet's columns take 20 bytes, not 57).
+The round trip is exact: every column comes back as the int64 / bool / uint8 array it was.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from capture.media import RtpPackets
+
+MAGIC, VERSION = b"CRSC", 1
+_HEAD = struct.Struct("<4sBxxxQQ8s")  # magic, version, packets, payload bytes, one dtype code per int column
+HEAD_BYTES = _HEAD.size
+_DTYPES: tuple[np.dtype[np.integer], ...] = (
+    np.dtype("<u1"),
+    np.dtype("<i1"),
+    np.dtype("<u2"),
+    np.dtype("<i2"),
+    np.dtype("<u4"),
+    np.dtype("<i4"),
+    np.dtype("<i8"),
+)
+_LIMITS = tuple((int(np.iinfo(d).min), int(np.iinfo(d).max)) for d in _DTYPES)
+_INT_COLUMNS = ("ts_ns", "seq", "rtp_ts", "ssrc", "payload_type", "payload_offsets", "payload_lengths")
+
+
+class SpillError(ValueError):
+    """A spilled chunk that cannot be read back: damaged, tampered with, or not a chunk. The message
+    names the file (or the sink) and the chunk."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpillRef:
+    """Where a sink put one chunk: what a :class:`~capture.media.LegSpool` keeps in memory instead.
+    ``offset`` and ``length`` are the sink's own (a file position, a record size); ``packets`` and
+    ``payload_bytes`` describe the chunk."""
+
+    leg_key: str
+    index: int
+    offset: int
+    length: int
+    packets: int
+    payload_bytes: int
+
+
+class SpillSink(Protocol):
+    """Somewhere to put chunks of a leg's packets until the call ends.
+
+    * ``write`` stores one chunk and returns its reference; raises :class:`OSError` if it cannot
+      (disk full, read-only, over a budget): the caller keeps the chunk in memory.
+    * ``read`` returns the chunk as written; raises :class:`SpillError` (or :class:`OSError`) if it
+      cannot, naming the file.
+    * ``discard`` forgets every chunk of ``leg_key``; it never raises.
+    """
+
+    def write(self, leg_key: str, chunk: RtpPackets) -> SpillRef: ...
+
+    def read(self, ref: SpillRef) -> RtpPackets: ...
+
+    def discard(self, leg_key: str) -> None: ...
+
+
+def _narrowest(values: npt.NDArray[np.int64]) -> int:
+    if values.shape[0] == 0:
+        return 0
+    lo, hi = int(values.min()), int(values.max())
+    for code, (low, high) in enumerate(_LIMITS):
+        if low <= lo and hi <= high:
+            return code
+    return len(_DTYPES) - 1  # not reached: int64 holds every int64
+
+
+def encode_chunk(chunk: RtpPackets) -> bytearray:
+    """One chunk of RTP columns as bytes (see the module docstring); :func:`decode_chunk` reverses it."""
+    n = len(chunk)
+    columns = [np.asarray(getattr(chunk, name), dtype=np.int64) for name in _INT_COLUMNS]
+    if any(c.shape != (n,) for c in columns) or chunk.marker.shape != (n,):
+        raise ValueError("chunk columns of different lengths")
+    codes = [_narrowest(c) for c in columns]
+    payload_bytes = int(chunk.payload.shape[0])
+    widths = sum(_DTYPES[code].itemsize for code in codes)
+    out = bytearray(HEAD_BYTES + n * (widths + 1) + payload_bytes)  # one buffer, filled in place
+    _HEAD.pack_into(out, 0, MAGIC, VERSION, n, payload_bytes, bytes(codes + [0]))
+    pos = HEAD_BYTES
+    for column, code in zip(columns, codes, strict=True):
+        np.frombuffer(out, dtype=_DTYPES[code], count=n, offset=pos)[:] = column
+        pos += n * _DTYPES[code].itemsize
+    np.frombuffer(out, dtype=np.bool_, count=n, offset=pos)[:] = chunk.marker
+    np.frombuffer(out, dtype=np.uint8, count=payload_bytes, offset=pos + n)[:] = chunk.payload
+    return out
+
+
+def decode_chunk(data: bytes | bytearray | memoryview) -> RtpPackets:
+    """The chunk :func:`encode_chunk` wrote; :class:`SpillError` for anything else."""
+    view = memoryview(data)
+    if len(view) < HEAD_BYTES:
+        raise SpillError(f"spilled chunk of {len(view)} bytes: shorter than its header")
+    magic, version, n, payload_bytes, codes = _HEAD.unpack_from(view)
+    if magic != MAGIC or version != VERSION:
+        raise SpillError(f"not a spilled chunk (magic {magic!r}, version {version})")
+    if any(code >= len(_DTYPES) for code in codes[: len(_INT_COLUMNS)]):
+        raise SpillError("spilled chunk with an unknown column type")
+    widths = [_DTYPES[code].itemsize for code in codes[: len(_INT_COLUMNS)]]
+    expected = HEAD_BYTES + n * (sum(widths) + 1) + payload_bytes
+    if len(view) != expected:
+        raise SpillError(f"spilled chunk of {len(view)} bytes, its header announces {expected}")
+    pos = HEAD_BYTES
+    columns = []
+    for code, width in zip(codes, widths, strict=False):
+        raw = np.frombuffer(view, dtype=_DTYPES[code], count=n, offset=pos)
+        columns.append(raw.astype(np.int64))  # a copy: the chunk does not pin ``data``
+        pos += n * width
+    marker = np.frombuffer(view, dtype=np.uint8, count=n, offset=pos).astype(np.bool_)
+    pos += n
+    payload = np.frombuffer(view, dtype=np.uint8, count=payload_bytes, offset=pos).copy()
+    ts_ns, seq, rtp_ts, ssrc, payload_type, offsets, lengths = columns
+    if n and (
+        int(offsets.min()) < 0 or int(lengths.min()) < 0 or int((offsets + lengths).max()) > payload_bytes
+    ):
+        raise SpillError("spilled chunk with a payload range outside its payload")
+    return RtpPackets(ts_ns, seq, rtp_ts, ssrc, payload_type, marker, payload, offsets, lengths)
+
+
+class MemorySink:
+    """A :class:`SpillSink` that keeps encoded chunks in a dict: for tests and for measuring the
+    serialisation alone. ``fail`` makes ``write`` raise (a full disk)."""
+
+    def __init__(self) -> None:
+        self.chunks: dict[str, list[bytearray]] = {}
+        self.fail: OSError | None = None
+        self.discarded: list[str] = []
+
+    def write(self, leg_key: str, chunk: RtpPackets) -> SpillRef:
+        if self.fail is not None:
+            raise self.fail
+        data = encode_chunk(chunk)
+        stored = self.chunks.setdefault(leg_key, [])
+        stored.append(data)
+        return SpillRef(leg_key, len(stored) - 1, 0, len(data), len(chunk), int(chunk.payload.shape[0]))
+
+    def read(self, ref: SpillRef) -> RtpPackets:
+        try:
+            data = self.chunks[ref.leg_key][ref.index]
+        except (KeyError, IndexError):
+            raise SpillError(f"memory sink: no chunk {ref.index} of {ref.leg_key}") from None
+        return decode_chunk(data)
+
+    def discard(self, leg_key: str) -> None:
+        self.chunks.pop(leg_key, None)
+        self.discarded.append(leg_key)
+
+    @property
+    def stored_bytes(self) -> int:
+        return sum(len(d) for chunks in self.chunks.values() for d in chunks)

@@ -1,0 +1,442 @@
+"""Spilling the media of calls in progress: serialisation, LegSpool.spill, CallTracker.spill, the sealed
+sink (recorder.spill), disk errors, and the memory bound it buys."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from callpcap import CallSpec, write_calls
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from capture.calls import CapturedCall
+from capture.frames import FrameDecoder
+from capture.media import LegSpool, RtpPackets
+from capture.packets import PacketBatch
+from capture.pcapfile import read_batches
+from capture.spill import MemorySink, SpillError, SpillSink, decode_chunk, encode_chunk
+from capture.tracker import CallTracker
+from recorder.spill import SUFFIX, SealedSpill
+
+ROOT = Path(__file__).resolve().parent.parent
+LAB_PCAP = ROOT / "pcaps" / "lab" / "lab_pcmu_12s.pcap"
+MS = 1_000_000
+S = 1_000_000_000
+COLUMNS = (
+    "ts_ns",
+    "seq",
+    "rtp_ts",
+    "ssrc",
+    "payload_type",
+    "marker",
+    "payload",
+    "payload_offsets",
+    "payload_lengths",
+)
+I64 = st.integers(-(2**63), 2**63 - 1)
+
+
+def assert_same_packets(a: RtpPackets, b: RtpPackets) -> None:
+    for name in COLUMNS:
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype, name
+        assert x.shape == y.shape, name
+        assert x.tobytes() == y.tobytes(), name
+
+
+def assert_same_calls(a: list[CapturedCall], b: list[CapturedCall]) -> None:
+    assert [c.call_id for c in a] == [c.call_id for c in b]
+    for x, y in zip(a, b, strict=True):
+        assert (x.state, x.started_ns, x.answered_ns, x.ended_ns, x.end_reason) == (
+            y.state,
+            y.started_ns,
+            y.answered_ns,
+            y.ended_ns,
+            y.end_reason,
+        )
+        assert x.events == y.events
+        assert x.legs.keys() == y.legs.keys()
+        for direction in x.legs:
+            lx, ly = x.legs[direction], y.legs[direction]
+            assert (lx.formats, lx.sources, lx.destinations, lx.rtcp_packets, lx.encrypted) == (
+                ly.formats,
+                ly.sources,
+                ly.destinations,
+                ly.rtcp_packets,
+                ly.encrypted,
+            )
+            assert_same_packets(lx.packets, ly.packets)
+
+
+def chunk(t0_ns: int, n: int, size: int = 160, seq0: int = 0, seed: int = 0) -> RtpPackets:
+    rng = np.random.default_rng(seed)
+    idx = np.arange(n, dtype=np.int64)
+    lengths = np.full(n, size, dtype=np.int64)
+    return RtpPackets(
+        t0_ns + idx * 20 * MS,
+        (seq0 + idx) % 65536,
+        (seq0 + idx) * 160,
+        np.full(n, 0xDEADBEEF, dtype=np.int64),
+        np.zeros(n, dtype=np.int64),
+        idx % 7 == 0,
+        rng.integers(0, 256, n * size, dtype=np.uint8),
+        idx * size,
+        lengths,
+    )
+
+
+# -- serialisation ---------------------------------------------------------------------------------
+
+
+@st.composite
+def rtp_packets(draw: st.DrawFn) -> RtpPackets:
+    n = draw(st.integers(0, 40))
+    payload = np.frombuffer(draw(st.binary(max_size=400)), dtype=np.uint8).copy()
+    size = payload.shape[0]
+
+    def ints(elements: st.SearchStrategy[int]) -> np.ndarray:
+        return np.array(draw(st.lists(elements, min_size=n, max_size=n)), dtype=np.int64)
+
+    column = draw(
+        st.sampled_from([I64, st.integers(0, 255), st.integers(-129, 70000), st.integers(0, 2**32 - 1)])
+    )
+    offsets = ints(st.integers(0, size))
+    lengths = np.array([draw(st.integers(0, size - int(o))) for o in offsets], dtype=np.int64)
+    return RtpPackets(
+        ints(I64),
+        ints(column),
+        ints(st.integers(0, 2**32 - 1)),
+        ints(st.integers(-(2**31), 2**31)),
+        ints(st.integers(0, 127)),
+        np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n)), dtype=np.bool_),
+        payload,
+        offsets,
+        lengths,
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(rtp_packets())
+def test_chunk_serialisation_round_trip_is_exact(packets: RtpPackets) -> None:
+    data = encode_chunk(packets)
+    back = decode_chunk(data)
+    assert_same_packets(back, packets)
+    assert back.payload.flags.writeable
+    assert encode_chunk(back) == data
+
+
+def test_chunk_serialisation_is_compact_for_g711() -> None:
+    c = chunk(1_764_000_000 * S, 500)
+    assert len(encode_chunk(c)) <= 500 * (160 + 25) + 64  # 57 bytes of columns a packet became 25
+
+
+@pytest.mark.parametrize("cut", [0, 5, 40, -1])
+def test_decode_rejects_cut_or_foreign_bytes(cut: int) -> None:
+    data = encode_chunk(chunk(0, 10))
+    with pytest.raises(SpillError):
+        decode_chunk(data[:cut])
+    with pytest.raises(SpillError, match="not a spilled chunk"):
+        decode_chunk(b"XXXX" + data[4:])
+
+
+# -- LegSpool ----------------------------------------------------------------------------------------
+
+
+def _pieces() -> list[RtpPackets]:
+    """Chunks as the tracker appends them: one a second, one adopted late (early media, older
+    timestamps) and one that shares a wider payload array (a select, not a take)."""
+    t0 = 1_764_000_000 * S
+    pieces = [chunk(t0 + k * S, 50, seq0=k * 50, seed=k) for k in range(1, 12)]
+    pieces.insert(3, chunk(t0, 25, size=80, seq0=60000, seed=99))  # adopted out of order
+    wide = chunk(t0 + 12 * S, 50, seq0=600, seed=12)
+    pieces.append(wide.select(np.arange(0, 50, 2, dtype=np.int64)))
+    return pieces
+
+
+@pytest.mark.parametrize("keep_recent_ns", [0, 1 * S, 3 * S, 100 * S])
+def test_leg_spool_spill_reads_back_the_same_packets(keep_recent_ns: int) -> None:
+    plain, spilled, sink = LegSpool(), LegSpool(), MemorySink()
+    for piece in _pieces():
+        plain.append(piece)
+        spilled.append(piece)
+        spilled.spill(sink, "leg-7", keep_recent_ns)
+        assert spilled.count == plain.count and spilled.payload_bytes == plain.payload_bytes
+    if keep_recent_ns < 100 * S:
+        assert spilled.spilled and spilled.resident_bytes < plain.resident_bytes
+    else:
+        assert not spilled.spilled
+    assert_same_packets(spilled.packets(), plain.packets())
+    spilled.release()
+    assert not sink.chunks.get("leg-7") and not spilled.spilled
+
+
+def test_leg_spool_keeps_the_recent_window_in_memory() -> None:
+    spool, sink = LegSpool(), MemorySink()
+    for piece in _pieces()[:12]:
+        spool.append(piece)
+    spool.spill(sink, "leg-1", 3 * S)
+    newest = max(int(c.ts_ns.max()) for c in spool.chunks)
+    assert all(int(c.ts_ns.max()) >= newest - 3 * S for c in spool.chunks)
+    assert len(spool.chunks) == 4 and len(spool.spilled) == 1  # the older ones in one chunk
+    assert spool.resident_bytes == sum(int(c.payload.shape[0]) for c in spool.chunks)
+
+
+def test_leg_spool_keeps_the_chunk_when_the_sink_fails() -> None:
+    plain, spool, sink = LegSpool(), LegSpool(), MemorySink()
+    for piece in _pieces():
+        plain.append(piece)
+        spool.append(piece)
+    sink.fail = OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(OSError):
+        spool.spill(sink, "leg-1", 2 * S)
+    assert not spool.spilled and spool.resident_bytes == plain.resident_bytes
+    assert len(spool.chunks) < len(plain.chunks)  # joined once, kept
+    sink.fail = None
+    assert spool.spill(sink, "leg-1", 2 * S) > 0
+    assert_same_packets(spool.packets(), plain.packets())
+
+
+# -- the tracker -------------------------------------------------------------------------------------
+
+
+def _batches(path: Path, batch_bytes: int = 16 * 1024) -> list[PacketBatch]:
+    return list(read_batches(path, batch_bytes=batch_bytes))
+
+
+def _track(
+    batches: list[PacketBatch],
+    sink: SpillSink | None = None,
+    keep_recent_ns: int = 200 * MS,
+    min_bytes: int = 0,
+) -> tuple[list[CapturedCall], CallTracker]:
+    frames, tracker = FrameDecoder(), CallTracker()
+    calls: list[CapturedCall] = []
+    for batch in batches:
+        calls += tracker.feed(frames.decode(batch))
+        if sink is not None:
+            tracker.spill(sink, keep_recent_ns=keep_recent_ns, min_bytes=min_bytes)
+    return calls + tracker.flush(), tracker
+
+
+@pytest.fixture(scope="module")
+def lab_batches() -> list[PacketBatch]:
+    return _batches(LAB_PCAP)
+
+
+def test_tracker_spill_gives_the_same_calls_memory_sink(lab_batches: list[PacketBatch]) -> None:
+    reference, _ = _track(lab_batches)
+    sink = MemorySink()
+    calls, tracker = _track(lab_batches, sink)
+    assert tracker.counters["spilled_packets"] > 0 and tracker.counters["spill_write_errors"] == 0
+    assert_same_calls(calls, reference)
+    assert not any(sink.chunks.values())  # every finished leg was discarded
+
+
+def test_tracker_spill_gives_the_same_calls_sealed_sink(
+    lab_batches: list[PacketBatch], tmp_path: Path
+) -> None:
+    reference, _ = _track(lab_batches)
+    sink = SealedSpill(tmp_path / "spool" / "calls", log=lambda _: None)
+    calls, tracker = _track(lab_batches, sink, keep_recent_ns=1 * S, min_bytes=8 * 1024)
+    assert tracker.counters["spilled_packets"] > 0
+    assert sink.stats().chunks_written > 0 and sink.stats().chunks_read == sink.stats().chunks_written
+    assert_same_calls(calls, reference)
+    assert not list((tmp_path / "spool" / "calls").iterdir())
+    assert sink.stats().bytes_on_disk == 0 and sink.stats().files == 0
+
+
+def test_tracker_spill_on_a_full_disk_keeps_the_media(
+    lab_batches: list[PacketBatch], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reference, _ = _track(lab_batches)
+    logged: list[str] = []
+    sink = SealedSpill(tmp_path / "calls", log=logged.append)
+    real = os.pwritev
+    state = {"writes": 0}
+
+    def flaky(fd: int, parts: list[bytes], offset: int) -> int:
+        state["writes"] += 1
+        if state["writes"] % 3 == 0:  # every third write: disk full, part of it written first
+            os.pwrite(fd, parts[0], offset)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        if state["writes"] % 3 == 1:  # a short write the sink completes
+            return os.pwrite(fd, parts[0], offset)
+        return real(fd, parts, offset)
+
+    monkeypatch.setattr("recorder.spill.os.pwritev", flaky)
+    calls, tracker = _track(lab_batches, sink)
+    assert tracker.counters["spill_write_errors"] > 0 and sink.stats().write_errors > 0
+    assert tracker.counters["spilled_packets"] > 0
+    assert any("No space left" in line for line in logged)
+    assert_same_calls(calls, reference)
+
+
+def test_tracker_notes_spilled_media_that_cannot_be_read(
+    lab_batches: list[PacketBatch], tmp_path: Path
+) -> None:
+    sink = SealedSpill(tmp_path / "calls", log=lambda _: None)
+    frames, tracker = FrameDecoder(), CallTracker()
+    calls: list[CapturedCall] = []
+    tampered = False
+    for batch in lab_batches:
+        calls += tracker.feed(frames.decode(batch))
+        tracker.spill(sink, keep_recent_ns=200 * MS, min_bytes=0)
+        files = sorted((tmp_path / "calls").glob(f"*{SUFFIX}"))
+        if files and not tampered and files[0].stat().st_size > 200:
+            _flip(files[0], 100)
+            tampered = True
+    calls += tracker.flush()
+    assert tampered and tracker.counters["spill_read_errors"] == 1
+    events = [e for c in calls for e in c.events if "spilled media packets lost" in e.summary]
+    assert len(events) == 1 and "failed authentication" in events[0].detail and SUFFIX in events[0].detail
+    assert not list((tmp_path / "calls").iterdir())
+
+
+# -- the sealed sink --------------------------------------------------------------------------------
+
+
+def _flip(path: Path, at: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def sealed(tmp_path: Path) -> Iterator[SealedSpill]:
+    yield SealedSpill(tmp_path / "calls", log=lambda _: None)
+
+
+def test_sealed_sink_round_trip_and_discard(sealed: SealedSpill) -> None:
+    pieces = [chunk(k * S, 50, seed=k) for k in range(4)]
+    refs = [sealed.write("leg-1", p) for p in pieces] + [sealed.write("leg-2", pieces[0])]
+    assert [r.index for r in refs] == [0, 1, 2, 3, 0]
+    for ref, piece in zip(refs, pieces + pieces[:1], strict=True):
+        assert_same_packets(sealed.read(ref), piece)
+    path = sealed.directory / f"leg-1{SUFFIX}"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert sealed.directory.stat().st_mode & 0o777 == 0o700
+    assert (
+        b"\xde\xad\xbe\xef" not in path.read_bytes()
+        and pieces[0].payload.tobytes()[:32] not in path.read_bytes()
+    )
+    assert sealed.stats().files == 2 and sealed.stats().bytes_on_disk == sum(r.length for r in refs)
+    sealed.discard("leg-1")
+    sealed.discard("leg-1")  # twice: nothing
+    assert not path.exists() and sealed.stats().files == 1
+    with pytest.raises(SpillError, match="discarded"):
+        sealed.read(refs[0])
+    assert_same_packets(sealed.read(refs[-1]), pieces[0])
+
+
+@pytest.mark.parametrize("where", ["head", "nonce", "ciphertext", "tag"])
+def test_sealed_sink_detects_tampering(sealed: SealedSpill, where: str) -> None:
+    refs = [sealed.write("leg-3", chunk(k * S, 20, seed=k)) for k in range(3)]
+    ref = refs[1]
+    at = {"head": 5, "nonce": 14, "ciphertext": 40, "tag": ref.length - 1}[where]
+    path = sealed.directory / f"leg-3{SUFFIX}"
+    _flip(path, ref.offset + at)
+    with pytest.raises(SpillError, match=str(path)):
+        sealed.read(ref)
+    sealed.read(refs[0])
+    sealed.read(refs[2])
+
+
+def test_sealed_sink_rejects_records_moved_between_legs_or_places(sealed: SealedSpill) -> None:
+    a = sealed.write("leg-1", chunk(0, 20))
+    sealed.write("leg-1", chunk(S, 20))
+    b = sealed.write("leg-2", chunk(0, 20, seed=5))
+    one, two = sealed.directory / f"leg-1{SUFFIX}", sealed.directory / f"leg-2{SUFFIX}"
+    data = one.read_bytes()
+    two.write_bytes(data[a.offset : a.offset + a.length])  # leg 1's chunk 0 in leg 2's file
+    with pytest.raises(SpillError, match="failed authentication"):
+        sealed.read(b)
+    one.write_bytes(data[a.length :] + data[: a.length])  # chunks swapped
+    with pytest.raises(SpillError, match="damaged record head"):
+        sealed.read(a)
+    one.write_bytes(data[: a.length // 2])
+    with pytest.raises(SpillError, match="cut short"):
+        sealed.read(a)
+
+
+def test_another_sink_cannot_read_the_files(tmp_path: Path) -> None:
+    first = SealedSpill(tmp_path / "calls", log=lambda _: None)
+    first.write("leg-1", chunk(0, 20))
+    ref = first.write("leg-1", chunk(S, 20))
+    second = SealedSpill(tmp_path / "calls", log=lambda _: None)  # a restart: a new, random key
+    second.write("leg-1", chunk(0, 20))  # the same file: chunk 0 rewritten, chunk 1 is first's
+    with pytest.raises(SpillError, match="failed authentication"):
+        second.read(ref)
+
+
+def test_clear_removes_leftovers(tmp_path: Path) -> None:
+    crashed = SealedSpill(tmp_path / "calls", log=lambda _: None)
+    crashed.write("leg-1", chunk(0, 20))
+    crashed.write("leg-2", chunk(0, 20))
+    (tmp_path / "calls" / "other.txt").write_text("not ours")
+    started = SealedSpill(tmp_path / "calls", log=lambda _: None)
+    assert started.clear() == 2
+    assert [p.name for p in (tmp_path / "calls").iterdir()] == ["other.txt"]
+
+
+def test_sealed_sink_budget_and_disk_errors_keep_chunks_in_memory(tmp_path: Path) -> None:
+    logged: list[str] = []
+    sink = SealedSpill(tmp_path / "calls", budget_bytes=12_000, log=logged.append)
+    spool = LegSpool()
+    for k in range(6):
+        spool.append(chunk(k * S, 50, seed=k))  # 8000 payload bytes a chunk
+    spool.spill(sink, "leg-1", 4 * S)  # one chunk: 8 kB fits
+    assert len(spool.spilled) == 1
+    for k in range(6, 9):
+        spool.append(chunk(k * S, 50, seed=k))
+    with pytest.raises(OSError) as info:
+        spool.spill(sink, "leg-1", 4 * S)
+    assert info.value.errno == errno.ENOSPC and sink.stats().write_errors == 1
+    assert len(spool.spilled) == 1 and spool.resident_bytes == 8 * 8000
+    assert logged and "budget" in logged[0]
+    sink.budget_bytes = None
+    spool.spill(sink, "leg-1", 4 * S)
+    assert logged[-1].startswith("spilling to") and sink.stats().last_error is None
+    expected = LegSpool()
+    for k in range(9):
+        expected.append(chunk(k * S, 50, seed=k))
+    assert_same_packets(spool.packets(), expected.packets())
+
+
+def test_sealed_sink_refuses_unsafe_leg_keys(sealed: SealedSpill) -> None:
+    with pytest.raises(ValueError, match="safe file name"):
+        sealed.write("../escape", chunk(0, 5))
+
+
+# -- the memory bound ---------------------------------------------------------------------------------
+
+
+def test_memory_per_call_is_bounded_with_spill(tmp_path: Path) -> None:
+    path = write_calls(tmp_path / "long.pcap", [CallSpec("1001", "1002", seconds=240.0)])
+    batches = _batches(path, batch_bytes=64 * 1024)  # ~1.2 s of this call per batch
+    results = {}
+    for spill in (False, True):
+        frames, tracker = FrameDecoder(), CallTracker()
+        sink = SealedSpill(tmp_path / f"calls-{spill}", log=lambda _: None)
+        peak, samples = 0, []
+        for n, batch in enumerate(batches):
+            tracker.feed(frames.decode(batch))
+            if spill:
+                tracker.spill(sink, keep_recent_ns=10 * S, min_bytes=64 * 1024)
+            held = tracker.memory_bytes()
+            peak = max(peak, held)
+            if n % 5 == 4:
+                samples.append(held)
+        calls = tracker.flush()
+        assert len(calls) == 1 and len(calls[0].legs["caller->callee"].packets) == 12_000
+        results[spill] = (peak, samples)
+    without, with_spill = results[False], results[True]
+    # Without: everything (2 legs x 240 s x 8000 B/s) is held by the end; with: a bounded window.
+    assert without[0] > 3_500_000
+    assert with_spill[0] < 2 * (64 * 1024 + 12 * 8000) + 30_000, with_spill[0]
+    assert with_spill[1][-1] <= with_spill[1][len(with_spill[1]) // 4] + 30_000  # not growing
+    assert without[1][-1] > 2.5 * without[1][len(without[1]) // 4]  # growing
