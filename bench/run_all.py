@@ -57,6 +57,7 @@ def main() -> None:
         results.append(run(["bench/bench_catalogue.py", "--rows", "1000000"]))
         if os.geteuid() == 0:  # the live source needs network namespaces and a packet socket
             results.append(run(["bench/bench_live_source.py", "--rate", "200000", "--seconds", "5"]))
+            results += run_lines(["bench/bench_live.py"])  # callrec capture with N concurrent calls
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Benchmark results",
