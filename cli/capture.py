@@ -91,6 +91,13 @@ def _size(text: str) -> int:
     show_default=True,
     help="Calls kept in memory while storage is unavailable.",
 )
+@click.option(
+    "--saver",
+    type=click.Choice(["process", "inline"]),
+    default="process",
+    show_default=True,
+    help="Save calls (render, seal, commit) in a process of their own, or in the capture loop.",
+)
 @click.pass_obj
 def capture(
     obj: Context,
@@ -104,6 +111,7 @@ def capture(
     journal: bool,
     free_space_floor: str,
     max_waiting_calls: int,
+    saver: str,
 ) -> None:
     """Record calls live from mirror ports until stopped (SIGTERM); SIGHUP reloads the configuration.
 
@@ -127,6 +135,7 @@ def capture(
         journal_dir=home.root / "journal" if journal else None,
         max_waiting_calls=max_waiting_calls,
         free_space_floor=_size(free_space_floor),
+        saver=saver,
     )
     try:
         source: PacketSource = (

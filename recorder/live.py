@@ -8,7 +8,8 @@ One loop, one process::
   media, no final response, longer than ``max_call_s``; held calls never time out), or at shutdown.
   The tracker's clock is the capture's: the time of the last packet, moved on by the wall clock
   while the line is idle (:meth:`capture.tracker.CallTracker.tick`).
-* **Rows** are committed within :data:`COMMIT_INTERVAL_S` of a call's hand-on (batched when busy).
+* **Saving** (render, seal, write, commit) happens in a saver process (:mod:`recorder.livesaver`), so a
+  wave of hang-ups never stalls reading; rows are committed within 0.2 s of a call's hand-on.
 * **Shutdown** (SIGTERM/SIGINT): calls in progress are recorded as they are, marked "interrupted by
   shutdown", then the journal is removed.
 * **Reload** (SIGHUP): the configuration is read again; if it has errors they are logged and the old
@@ -19,8 +20,8 @@ One loop, one process::
   are skipped, calls that had ended are recorded, calls that were in progress are recorded up to the
   last flushed second and marked "recovered after a crash".
 * **Storage unavailable** (disk full, read-only, catalogue locked): capture goes on; calls wait in
-  memory (at most ``max_waiting_calls``; beyond, the oldest are dropped with a log line) and are
-  retried every :data:`RETRY_INTERVAL_S`; nothing is half-written (files atomically, rows in one
+  the saver's memory (at most ``max_waiting_calls``; beyond, the oldest are dropped with a log line) and
+  are retried every 5 s; nothing is half-written (files atomically, rows in one
   transaction). With ``free_space_floor`` set, expired recordings (never held ones) are purged first
   when free space runs below it.
 * **Control and status**: :mod:`recorder.control` (``callrec status``, ``callrec calls record|pause|
@@ -31,12 +32,11 @@ from __future__ import annotations
 
 import collections
 import os
-import shutil
-import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from capture.calls import CapturedCall
 from capture.frames import FrameDecoder
@@ -46,22 +46,19 @@ from capture.tracker import CallTracker, TrackerConfig
 from recorder.config import Config, ConfigError
 from recorder.control import ControlServer
 from recorder.journal import Journal, ReplayReport, load_or_create_key, replay, rotate_key
+from recorder.livesaver import InlineSaver, SaveJob, SaverProcess
 from recorder.livestatus import handle_request, metrics, status_line
 from recorder.modes import Signal
 from recorder.notify import Notifier, prometheus_text, write_textfile
-from recorder.saving import CallSaver, StorageUnavailable
+from recorder.saving import CallSaver
 from recorder.spill import SealedSpill
 from store.catalogue import Catalogue
-from store.errors import StoreError
 from store.home import Home
 from store.keys import KeyDirectory
-from store.retention import Retention
 from store.vault import Vault
 
 NS = 1_000_000_000
-COMMIT_INTERVAL_S = 0.2
 STATUS_INTERVAL_S = 1.0
-RETRY_INTERVAL_S = 5.0
 PRUNE_MARGIN_NS = 10 * NS
 LIVE_TIMEOUT_CHECK_S = 0.2
 INTERRUPTED = "interrupted by shutdown"
@@ -94,6 +91,7 @@ class LiveOptions:
     journal_dir: Path | None = None  # None: no journal (no recovery after a crash)
     max_waiting_calls: int = 1000
     free_space_floor: int = 0  # bytes; 0: no purge for space
+    saver: str = "process"  # or "inline": save in the capture loop itself
 
 
 Log = Callable[[str], None]
@@ -118,13 +116,14 @@ class CaptureService:
         self.notifier = notifier or Notifier({})
         self.counts = LiveCounts()
         self.commands: dict[str, list[Signal]] = {}  # Call-ID -> asked through the control socket
-        self.waiting: collections.deque[tuple[CapturedCall, str | None]] = collections.deque()
+        self.unsaved: dict[tuple[str, int], int] = {}  # handed to the saver, not committed: their start
+        self.saver_state: dict[str, Any] = {"waiting": 0, "pending": 0, "last_error": "", "lost": 0}
         self.last_error = ""
         self._stop_reason = ""
         self._reload = False
         self.clock_offset_ns = 0  # capture clock minus wall clock (0 live; a replay's own time)
         self._started = time.monotonic()
-        self._next = {"commit": 0.0, "status": 0.0, "retry": 0.0}
+        self._next = {"status": 0.0}
         self._rate = (time.monotonic(), 0)
         self._reported = {"over_limit": 0, "drops": 0}  # what was logged already
         self.pps = 0.0
@@ -139,7 +138,6 @@ class CaptureService:
         vault = Vault(KeyDirectory(self.home.keys), self.home.recording_store())
         vault.check_ready()
         self.catalogue = Catalogue(self.home.catalogue_path)
-        self.saver = CallSaver(self.catalogue, vault, self.config, self.counts)
         self.audit = self.home.audit_trail(self.catalogue.db)
         self.journal: Journal | None = None
         directory = self.options.journal_dir
@@ -147,11 +145,19 @@ class CaptureService:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             key = load_or_create_key(directory / JOURNAL_KEY)
             if any(directory.glob("*.seg")):
-                key = self._recover(directory, key)
+                key = self._recover(
+                    directory, key, CallSaver(self.catalogue, vault, self.config, self.counts)
+                )
             self.journal = Journal(directory, key)
         self.frames = FrameDecoder()
         self.tracker = CallTracker(self._tracker_config(self.config))
-        self.saver.unreadable = self.frames.streams.unreadable
+        kind = SaverProcess if self.options.saver == "process" else InlineSaver
+        self.saver = kind(
+            self.home.root,
+            self.config,
+            max_waiting=self.options.max_waiting_calls,
+            free_space_floor=self.options.free_space_floor,
+        )
         self.spill = SealedSpill(self.home.spool / "calls", log=self.log)
         if removed := self.spill.clear():  # a crashed run's: the journal recovered its calls, its key is gone
             self.log(f"removed {removed} spill file(s) left by a capture that did not stop cleanly")
@@ -211,98 +217,49 @@ class CaptureService:
 
     # -- saving ----------------------------------------------------------------------------------
 
-    def _save(self, call: CapturedCall, end_reason: str | None) -> bool:
-        commands = self.commands.pop(call.call_id, [])
-        try:
-            self.saver.save(call, self.options.source_name, commands=commands, end_reason=end_reason)
-        except StorageUnavailable as exc:
-            if commands:
-                self.commands[call.call_id] = commands
-            self.waiting.append((call, end_reason))
-            self._storage_failed(exc)
-            while len(self.waiting) > self.options.max_waiting_calls:
-                lost, _ = self.waiting.popleft()
-                self.counts.lost += 1
-                self.log(
-                    f"call {lost.call_id} lost: storage unavailable and {len(self.waiting)} calls waiting"
-                )
-            return False
-        self._log_call(call, end_reason)
-        return True
+    def _save(self, call: CapturedCall, end_reason: str | None) -> None:
+        """Hand a finished call to the saver (what happens to it comes back in :meth:`_take`)."""
+        commands = tuple(self.commands.pop(call.call_id, []))
+        self.unsaved[(call.call_id, call.started_ns)] = call.started_ns
+        job = SaveJob(call, self.options.source_name, commands, end_reason)
+        self.saver.send("save", job)
 
-    def _log_call(self, call: CapturedCall, end_reason: str | None) -> None:
-        reason = end_reason or call.end_reason
-        row = self.saver.last_row
-        if row is None:
-            return
-        if row.get("recording_path"):
-            self.log(
-                f"recorded {call.call_id} {call.caller} -> {call.callee} "
-                f"({row.get('recording_seconds')} s, rule {row.get('rule')}, {reason})"
-            )
-        else:
-            self.log(f"not recorded {call.call_id} {call.caller} -> {call.callee}: {row.get('not_recorded')}")
-
-    def _commit(self) -> bool:
-        try:
-            self.saver.flush_rows()
-        except StorageUnavailable as exc:
-            self._storage_failed(exc)
-            return False
-        return True
-
-    def _storage_failed(self, exc: Exception) -> None:
-        text = f"storage unavailable: {exc}"
-        if text != self.last_error:
-            self.log(f"{text}; calls wait in memory ({len(self.waiting)} now) and are retried")
-        self.last_error = text
-
-    def _retry_waiting(self) -> None:
-        if not self.waiting and not self.saver.pending:
-            return
-        if self.options.free_space_floor:
-            self._make_space()
-        if not self._commit():
-            return
-        while self.waiting:
-            call, end_reason = self.waiting.popleft()
-            if not self._save(call, end_reason):
-                return
-        if self._commit() and self.last_error.startswith("storage unavailable"):
-            self.log("storage available again: waiting calls recorded")
-            self.last_error = ""
-
-    def _make_space(self) -> None:
-        """Purge expired recordings (never held ones) when free space is below the floor."""
-        free = shutil.disk_usage(self.home.root).free
-        if free >= self.options.free_space_floor:
-            return
-
-        def audit(action: str, call_ids: Iterable[int], detail: Mapping[str, object]) -> None:
-            self.audit.record(user="callrec-capture", action=action, call_ids=call_ids, detail=detail)
-
-        try:
-            report = Retention(self.catalogue.db, self.home.recording_store()).apply(
-                time.time_ns(), by="callrec-capture", reason="free space below the floor", audit=audit
-            )
-        except (OSError, sqlite3.Error, StoreError) as exc:
-            self.log(f"free space {free} bytes is below the floor; purging expired recordings failed: {exc}")
-            return
-        self.log(
-            f"free space {free} bytes is below the floor: {len(report.purged)} expired recordings purged"
-        )
+    def _take(self, messages: Iterable[tuple[str, Any]]) -> dict[str, Any] | None:
+        """Act on the saver's messages; its final state if it stopped."""
+        final = None
+        for kind, value in messages:
+            if kind == "log":
+                self.log(value)
+            elif kind == "saved":
+                outcome = value["outcome"]
+                if outcome == "recorded":
+                    self.counts.recorded += 1
+                elif outcome == "not_recorded":
+                    self.counts.not_recorded[value.get("reason") or "no media"] += 1
+                elif outcome == "failed":
+                    self.counts.failed += 1
+                    self.counts.not_recorded["processing failed"] += 1
+                elif outcome == "already":
+                    self.counts.already_present += 1
+                elif outcome == "lost":
+                    self.counts.lost += 1
+                    self.unsaved.pop((value["call_id"], value["started_ns"]), None)
+                if outcome != "lost":
+                    self.counts.calls_found += 1
+            elif kind == "committed":
+                for call_id, started_ns in value:
+                    self.unsaved.pop((call_id, started_ns), None)
+            elif kind in ("state", "stopped"):
+                self.saver_state = value
+                if kind == "stopped":
+                    final = value
+        return final
 
     # -- timers ----------------------------------------------------------------------------------
 
     def _periodic(self) -> None:
         now = time.monotonic()
-        if now >= self._next["commit"]:
-            self._next["commit"] = now + COMMIT_INTERVAL_S
-            if self.saver.pending:
-                self._commit()
-        if now >= self._next["retry"]:
-            self._next["retry"] = now + RETRY_INTERVAL_S
-            self._retry_waiting()
+        self._take(self.saver.poll())
         if now >= self._next["status"]:
             self._next["status"] = now + STATUS_INTERVAL_S
             self._every_second(now)
@@ -328,7 +285,7 @@ class CaptureService:
             )
             self._reported["drops"] = stats.kernel_drops
         if self.journal is not None:  # prune first: a chunk over the budget is dropped, not made room for
-            starts = [d.started_ns for d in self.tracker.in_progress()]
+            starts = [d.started_ns for d in self.tracker.in_progress()] + list(self.unsaved.values())
             now_ns = time.time_ns() + self.clock_offset_ns
             self.journal.prune(min(starts, default=now_ns) - PRUNE_MARGIN_NS)
             self.journal.flush()
@@ -357,7 +314,7 @@ class CaptureService:
             self.last_error = f"reload refused: {len(exc.problems)} configuration error(s)"
         else:
             self.config = config
-            self.saver.config = config
+            self.saver.send("config", config)
             self.log(f"configuration reloaded: {self._config_files()}")
         self.notifier.ready(status_line(self))
 
@@ -375,8 +332,8 @@ class CaptureService:
             if marked:
                 self.counts.interrupted += 1
             self._save(call, marked)
-        self._retry_waiting()
-        clean = self._commit() and not self.waiting
+        final = self._take(self.saver.stop()) or {}
+        clean = not final.get("waiting") and not final.get("pending") and not self.unsaved
         if self.journal is not None:
             self.journal.flush()
             self.journal.close()
@@ -406,25 +363,25 @@ class CaptureService:
 
     # -- recovery --------------------------------------------------------------------------------
 
-    def _recover(self, directory: Path, key: bytes) -> bytes:
+    def _recover(self, directory: Path, key: bytes, saver: CallSaver) -> bytes:
         """Turn what a crashed run left in its journal into recordings (see the module docstring);
         then the journal is emptied and its key replaced. Returns the new key."""
         self.log(f"recovering the calls of a capture that did not stop cleanly (journal {directory})")
         report = ReplayReport()
         frames = FrameDecoder()
         tracker = CallTracker(self._tracker_config(self.config))
-        self.saver.unreadable = frames.streams.unreadable
+        saver.unreadable = frames.streams.unreadable
         before = (self.counts.recorded, self.counts.already_present)
         source = "journal of a capture that did not stop cleanly"
         for batch in replay(directory, key, report):
             for call in tracker.feed(frames.decode(batch)):
-                self.saver.save(call, source)
+                saver.save(call, source)
         for call in tracker.flush():
             marked = RECOVERED if call.end_reason.startswith("end of capture") else None
             if marked:
                 self.counts.recovered += 1
-            self.saver.save(call, source, end_reason=marked)
-        self.saver.flush_rows()
+            saver.save(call, source, end_reason=marked)
+        saver.flush_rows()
         self.log(
             f"recovery done: {self.counts.recorded - before[0]} recorded ({self.counts.recovered} cut by the "
             f"crash, marked recovered), {self.counts.already_present - before[1]} recorded before it; "

@@ -51,14 +51,15 @@ def status(self: CaptureService) -> dict[str, Any]:
         "failed": self.counts.failed,
         "interrupted": self.counts.interrupted,
         "recovered": self.counts.recovered,
-        "waiting": len(self.waiting) + self.saver.pending,
+        "waiting": self.saver_state["waiting"],
+        "saving": len(self.unsaved),
         "lost": self.counts.lost,
         "journal_bytes": journal.bytes_used if journal is not None else 0,
         "media_memory_bytes": self.tracker.memory_bytes(),
         "spill_bytes": self.spill.stats().bytes_on_disk,
         "disk_free_bytes": disk.free,
         "disk_used_bytes": disk.used,
-        "last_error": self.last_error,
+        "last_error": self.last_error or self.saver_state["last_error"],
         "config_files": [str(p) for p in self.config.files],
     }
 
@@ -67,7 +68,8 @@ def status_line(self: CaptureService) -> str:
     return (
         f"{self.tracker.calls_in_progress if hasattr(self, 'tracker') else 0} calls, "
         f"{self.pps:.0f} pkt/s, {self.source.stats().kernel_drops} drops, "
-        f"{self.counts.recorded} recorded" + (f", {self.last_error}" if self.last_error else "")
+        f"{self.counts.recorded} recorded"
+        + (f", {error}" if (error := self.last_error or self.saver_state["last_error"]) else "")
     )
 
 
@@ -107,7 +109,7 @@ def metrics(self: CaptureService) -> list[Metric]:
             "Calls lost while storage was unavailable.",
             [({}, self.counts.lost)],
         ),
-        ("callrec_calls_waiting", "gauge", "Calls waiting for storage.", [({}, len(self.waiting))]),
+        ("callrec_calls_waiting", "gauge", "Calls waiting for storage.", [({}, self.saver_state["waiting"])]),
         (
             "callrec_packets_total",
             "counter",
@@ -130,7 +132,12 @@ def metrics(self: CaptureService) -> list[Metric]:
             "callrec_last_error",
             "gauge",
             "1 while the last operation failed.",
-            [({"error": self.last_error}, 1 if self.last_error else 0)],
+            [
+                (
+                    {"error": self.last_error or self.saver_state["last_error"]},
+                    1 if self.last_error or self.saver_state["last_error"] else 0,
+                )
+            ],
         ),
     ]
 

@@ -1,0 +1,323 @@
+"""Saving the live capture's finished calls in a process of its own.
+
+Saving one call (render, seal, write, commit: about 10 ms for a 30 s G.711 call) inside the capture loop
+stalls reading the ring; a wave of hang-ups then overflows it (bench/bench_live.py measured drops from 500
+concurrent calls up). So the loop only reads, decodes and tracks, and hands each finished call to a saver
+process through a queue; the saver renders, seals and commits (with the retry for storage that is full or
+unavailable), and reports back what happened: log lines, each call's outcome, and its state.
+
+:class:`SavingEngine` is the saving itself, with no process around it (it also runs inline, with
+``--saver inline``); :class:`SaverProcess` runs it in a child process (``spawn``: the child inherits no
+ring socket or other descriptor of the capture). Messages to the engine: ``("save", SaveJob)``,
+``("config", Config)``, ``("stop", None)``. Messages back: ``("log", text)``, ``("saved", outcome dict)``,
+``("committed", [(call_id, started_ns), ...])``, ``("state", dict)``, ``("stopped", dict)``.
+"""
+
+from __future__ import annotations
+
+import collections
+import multiprocessing
+import queue
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from capture.calls import CapturedCall
+from recorder.config import Config
+from recorder.modes import Signal
+from recorder.saving import CallSaver, StorageUnavailable
+from store.catalogue import Catalogue
+from store.errors import StoreError
+from store.home import Home
+from store.keys import KeyDirectory
+from store.retention import Retention
+from store.vault import Vault
+
+COMMIT_INTERVAL_S = 0.2
+RETRY_INTERVAL_S = 5.0
+Message = tuple[str, Any]
+Emit = Callable[[Message], None]
+
+
+@dataclass(frozen=True, slots=True)
+class SaveJob:
+    call: CapturedCall
+    source: str
+    commands: tuple[Signal, ...] = ()
+    end_reason: str | None = None
+
+
+@dataclass(slots=True)
+class _Counts:
+    calls_found: int = 0
+    recorded: int = 0
+    already_present: int = 0
+    failed: int = 0
+    not_recorded: collections.Counter[str] = field(default_factory=collections.Counter)
+    created_ids: list[int] = field(default_factory=list)
+
+
+class SavingEngine:
+    """Saves jobs into one home (:class:`recorder.saving.CallSaver`), keeps them waiting while storage
+    is unavailable (at most ``max_waiting``; beyond, the oldest are dropped and reported), and commits
+    at least every :data:`COMMIT_INTERVAL_S`."""
+
+    def __init__(
+        self, home_root: Path, config: Config, emit: Emit, *, max_waiting: int, free_space_floor: int
+    ):
+        self.home = Home(home_root)
+        vault = Vault(KeyDirectory(self.home.keys), self.home.recording_store())
+        self.catalogue = Catalogue(self.home.catalogue_path)
+        self.counts = _Counts()
+        self.saver = CallSaver(self.catalogue, vault, config, self.counts)
+        self.audit = self.home.audit_trail(self.catalogue.db)
+        self.emit = emit
+        self.max_waiting = max_waiting
+        self.free_space_floor = free_space_floor
+        self.waiting: collections.deque[SaveJob] = collections.deque()
+        self.uncommitted: list[tuple[str, int]] = []
+        self.last_error = ""
+        self.lost = 0
+        self._next_commit = 0.0
+        self._next_retry = 0.0
+
+    def handle(self, kind: str, value: Any) -> None:
+        if kind == "save":
+            self._save(value)
+        elif kind == "config":
+            self.saver.config = value
+
+    def _save(self, job: SaveJob) -> bool:
+        call = job.call
+        try:
+            self.saver.save(call, job.source, commands=job.commands, end_reason=job.end_reason)
+        except StorageUnavailable as exc:
+            self.waiting.append(job)
+            self._failed(exc)
+            while len(self.waiting) > self.max_waiting:
+                lost = self.waiting.popleft()
+                self.lost += 1
+                waiting = len(self.waiting)
+                self.emit(
+                    ("log", f"call {lost.call.call_id} lost: storage unavailable and {waiting} calls waiting")
+                )
+                self.emit(
+                    (
+                        "saved",
+                        {"call_id": lost.call.call_id, "started_ns": lost.call.started_ns, "outcome": "lost"},
+                    )
+                )
+            return False
+        row = self.saver.last_row if self.saver.last_row is not None else {}
+        if row.get("call_id") != call.call_id:
+            outcome = "already"
+        elif row.get("recording_path"):
+            outcome = "recorded"
+            reason = job.end_reason or call.end_reason
+            self.emit(
+                (
+                    "log",
+                    f"recorded {call.call_id} {call.caller} -> {call.callee} "
+                    f"({row.get('recording_seconds')} s, rule {row.get('rule')}, {reason})",
+                )
+            )
+        else:
+            outcome = "failed" if row.get("error") else "not_recorded"
+            self.emit(
+                (
+                    "log",
+                    f"not recorded {call.call_id} {call.caller} -> {call.callee}: {row.get('not_recorded')}",
+                )
+            )
+        self.emit(
+            (
+                "saved",
+                {
+                    "call_id": call.call_id,
+                    "started_ns": call.started_ns,
+                    "outcome": outcome,
+                    "reason": row.get("not_recorded"),
+                },
+            )
+        )
+        self.uncommitted.append((call.call_id, call.started_ns))
+        return True
+
+    def _failed(self, exc: Exception) -> None:
+        text = f"storage unavailable: {exc}"
+        if text != self.last_error:
+            self.emit(("log", f"{text}; calls wait in memory ({len(self.waiting)} now) and are retried"))
+        self.last_error = text
+
+    def commit(self) -> bool:
+        try:
+            self.saver.flush_rows()
+        except StorageUnavailable as exc:
+            self._failed(exc)
+            return False
+        if self.uncommitted:
+            self.emit(("committed", self.uncommitted))
+            self.uncommitted = []
+        return True
+
+    def tick(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now >= self._next_commit:
+            self._next_commit = now + COMMIT_INTERVAL_S
+            if self.saver.pending:
+                self.commit()
+        if force or now >= self._next_retry:
+            self._next_retry = now + RETRY_INTERVAL_S
+            self._retry()
+        self.emit(("state", self.state()))
+
+    def _retry(self) -> None:
+        if not self.waiting and not self.saver.pending:
+            return
+        if self.free_space_floor:
+            self._make_space()
+        if not self.commit():
+            return
+        while self.waiting:
+            if not self._save(self.waiting.popleft()):
+                return
+        if self.commit() and self.last_error.startswith("storage unavailable"):
+            self.emit(("log", "storage available again: waiting calls recorded"))
+            self.last_error = ""
+
+    def _make_space(self) -> None:
+        """Purge expired recordings (never held ones) when free space is below the floor."""
+        free = shutil.disk_usage(self.home.root).free
+        if free >= self.free_space_floor:
+            return
+
+        def audit(action: str, call_ids: Iterable[int], detail: Mapping[str, object]) -> None:
+            self.audit.record(user="callrec-capture", action=action, call_ids=call_ids, detail=detail)
+
+        try:
+            report = Retention(self.catalogue.db, self.home.recording_store()).apply(
+                time.time_ns(), by="callrec-capture", reason="free space below the floor", audit=audit
+            )
+        except (OSError, sqlite3.Error, StoreError) as exc:
+            self.emit(
+                (
+                    "log",
+                    f"free space {free} bytes is below the floor; purging expired recordings failed: {exc}",
+                )
+            )
+            return
+        self.emit(
+            (
+                "log",
+                f"free space {free} bytes is below the floor: {len(report.purged)} expired recordings purged",
+            )
+        )
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "waiting": len(self.waiting),
+            "pending": self.saver.pending,
+            "last_error": self.last_error,
+            "lost": self.lost,
+        }
+
+    def finish(self) -> dict[str, Any]:
+        """At shutdown: one more try for what waits, a last commit; the final state."""
+        self.tick(force=True)
+        self.commit()
+        state = self.state()
+        self.catalogue.close()
+        return state
+
+
+def _run(home_root: str, config: Config, options: dict[str, int], jobs: Any, results: Any) -> None:
+    """The saver process: engine messages from ``jobs`` until ``stop``."""
+    engine = SavingEngine(Path(home_root), config, results.put, **options)
+    while True:
+        try:
+            kind, value = jobs.get(timeout=COMMIT_INTERVAL_S)
+        except queue.Empty:
+            engine.tick()
+            continue
+        if kind == "stop":
+            break
+        engine.handle(kind, value)
+        engine.tick()
+    results.put(("stopped", engine.finish()))
+
+
+class SaverProcess:
+    """The engine in a child process; :meth:`poll` returns its messages (never blocks)."""
+
+    def __init__(self, home_root: Path, config: Config, *, max_waiting: int, free_space_floor: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.jobs = context.Queue()
+        self.results = context.Queue()
+        options = {"max_waiting": max_waiting, "free_space_floor": free_space_floor}
+        self.process = context.Process(
+            target=_run, args=(str(home_root), config, options, self.jobs, self.results), name="callrec-saver"
+        )
+        self.process.start()
+
+    def send(self, kind: str, value: Any) -> None:
+        self.jobs.put((kind, value))
+
+    def poll(self) -> list[Message]:
+        out: list[Message] = []
+        while True:
+            try:
+                out.append(self.results.get_nowait())
+            except queue.Empty:
+                return out
+
+    def stop(self, timeout_s: float = 600.0) -> list[Message]:
+        """Ask the saver to finish; every message until it stopped (its final state is the last)."""
+        self.send("stop", None)
+        out: list[Message] = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                message = self.results.get(timeout=0.5)
+            except queue.Empty:
+                if not self.process.is_alive():
+                    break
+                continue
+            out.append(message)
+            if message[0] == "stopped":
+                break
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.kill()
+        return out
+
+
+class InlineSaver:
+    """The engine in the capture's own process (``--saver inline``): simpler, slower under load."""
+
+    def __init__(self, home_root: Path, config: Config, *, max_waiting: int, free_space_floor: int) -> None:
+        self._messages: list[Message] = []
+        self.engine = SavingEngine(
+            home_root,
+            config,
+            self._messages.append,
+            max_waiting=max_waiting,
+            free_space_floor=free_space_floor,
+        )
+
+    def send(self, kind: str, value: Any) -> None:
+        self.engine.handle(kind, value)
+
+    def poll(self) -> list[Message]:
+        self.engine.tick()
+        out, self._messages[:] = list(self._messages), []
+        return out
+
+    def stop(self, timeout_s: float = 600.0) -> list[Message]:
+        final = self.engine.finish()
+        out = list(self._messages) + [("stopped", final)]
+        self._messages.clear()
+        return out
