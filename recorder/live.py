@@ -30,11 +30,10 @@ One loop, one process::
 
 from __future__ import annotations
 
-import collections
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +49,7 @@ from recorder.livesaver import InlineSaver, SaveJob, SaverProcess
 from recorder.livestatus import handle_request, metrics, status_line
 from recorder.modes import Signal
 from recorder.notify import Notifier, prometheus_text, write_textfile
-from recorder.saving import CallSaver
+from recorder.saving import CallSaver, SaveTotals
 from recorder.spill import SealedSpill
 from store.catalogue import Catalogue
 from store.home import Home
@@ -69,15 +68,9 @@ SPILL_MIN_BYTES = 256 * 1024  # per leg; below this nothing is spilled (about 32
 
 
 @dataclass(slots=True)
-class LiveCounts:
+class LiveCounts(SaveTotals):
     """Totals since the capture started (what ``callrec status`` and the metrics show)."""
 
-    calls_found: int = 0
-    recorded: int = 0
-    already_present: int = 0
-    failed: int = 0
-    not_recorded: collections.Counter[str] = field(default_factory=collections.Counter)
-    created_ids: list[int] = field(default_factory=list)
     interrupted: int = 0
     recovered: int = 0
     lost: int = 0  # calls dropped while storage was unavailable and the waiting list was full

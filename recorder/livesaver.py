@@ -22,14 +22,14 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from capture.calls import CapturedCall
 from recorder.config import Config
 from recorder.modes import Signal
-from recorder.saving import CallSaver, StorageUnavailable
+from recorder.saving import CallSaver, SaveTotals, StorageUnavailable
 from store.catalogue import Catalogue
 from store.errors import StoreError
 from store.home import Home
@@ -51,16 +51,6 @@ class SaveJob:
     end_reason: str | None = None
 
 
-@dataclass(slots=True)
-class _Counts:
-    calls_found: int = 0
-    recorded: int = 0
-    already_present: int = 0
-    failed: int = 0
-    not_recorded: collections.Counter[str] = field(default_factory=collections.Counter)
-    created_ids: list[int] = field(default_factory=list)
-
-
 class SavingEngine:
     """Saves jobs into one home (:class:`recorder.saving.CallSaver`), keeps them waiting while storage
     is unavailable (at most ``max_waiting``; beyond, the oldest are dropped and reported), and commits
@@ -72,7 +62,7 @@ class SavingEngine:
         self.home = Home(home_root)
         vault = Vault(KeyDirectory(self.home.keys), self.home.recording_store())
         self.catalogue = Catalogue(self.home.catalogue_path)
-        self.counts = _Counts()
+        self.counts = SaveTotals()
         self.saver = CallSaver(self.catalogue, vault, config, self.counts)
         self.audit = self.home.audit_trail(self.catalogue.db)
         self.emit = emit

@@ -16,7 +16,7 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -55,6 +55,18 @@ class SaveCounts(Protocol):
     failed: int
     not_recorded: collections.Counter[str]
     created_ids: list[int]
+
+
+@dataclass(slots=True)
+class SaveTotals:
+    """A plain :class:`SaveCounts` (the live capture's totals; its saver process's own)."""
+
+    calls_found: int = 0
+    recorded: int = 0
+    already_present: int = 0
+    failed: int = 0
+    not_recorded: collections.Counter[str] = field(default_factory=collections.Counter)
+    created_ids: list[int] = field(default_factory=list)
 
 
 class CallSaver:
