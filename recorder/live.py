@@ -9,7 +9,7 @@ One loop, one process::
   The tracker's clock is the capture's: the time of the last packet, moved on by the wall clock
   while the line is idle (:meth:`capture.tracker.CallTracker.tick`).
 * **Saving** (render, seal, write, commit) happens in a saver process (:mod:`recorder.livesaver`), so a
-  wave of hang-ups never stalls reading; rows are committed within 0.2 s of a call's hand-on.
+  wave of hang-ups never stalls reading; rows are committed within 0.2 s of a call being saved.
 * **Shutdown** (SIGTERM/SIGINT): calls in progress are recorded as they are, marked "interrupted by
   shutdown", then the journal is removed.
 * **Reload** (SIGHUP): the configuration is read again; if it has errors they are logged and the old
@@ -109,7 +109,7 @@ class CaptureService:
         self.notifier = notifier or Notifier({})
         self.counts = LiveCounts()
         self.commands: dict[str, list[Signal]] = {}  # Call-ID -> asked through the control socket
-        self.unsaved: dict[tuple[str, int], int] = {}  # handed to the saver, not committed: their start
+        self.unsaved: set[tuple[str, int]] = set()  # (Call-ID, start) handed to the saver, not committed
         self.saver_state: dict[str, Any] = {"waiting": 0, "pending": 0, "last_error": "", "lost": 0}
         self.last_error = ""
         self._stop_reason = ""
@@ -213,7 +213,7 @@ class CaptureService:
     def _save(self, call: CapturedCall, end_reason: str | None) -> None:
         """Hand a finished call to the saver (what happens to it comes back in :meth:`_take`)."""
         commands = tuple(self.commands.pop(call.call_id, []))
-        self.unsaved[(call.call_id, call.started_ns)] = call.started_ns
+        self.unsaved.add((call.call_id, call.started_ns))
         job = SaveJob(call, self.options.source_name, commands, end_reason)
         self.saver.send("save", job)
 
@@ -236,12 +236,12 @@ class CaptureService:
                     self.counts.already_present += 1
                 elif outcome == "lost":
                     self.counts.lost += 1
-                    self.unsaved.pop((value["call_id"], value["started_ns"]), None)
+                    self.unsaved.discard((value["call_id"], value["started_ns"]))
                 if outcome != "lost":
                     self.counts.calls_found += 1
             elif kind == "committed":
                 for call_id, started_ns in value:
-                    self.unsaved.pop((call_id, started_ns), None)
+                    self.unsaved.discard((call_id, started_ns))
             elif kind in ("state", "stopped"):
                 self.saver_state = value
                 if kind == "stopped":
@@ -278,7 +278,7 @@ class CaptureService:
             )
             self._reported["drops"] = stats.kernel_drops
         if self.journal is not None:  # prune first: a chunk over the budget is dropped, not made room for
-            starts = [d.started_ns for d in self.tracker.in_progress()] + list(self.unsaved.values())
+            starts = [d.started_ns for d in self.tracker.in_progress()] + [start for _, start in self.unsaved]
             now_ns = time.time_ns() + self.clock_offset_ns
             self.journal.prune(min(starts, default=now_ns) - PRUNE_MARGIN_NS)
             self.journal.flush()

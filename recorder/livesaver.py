@@ -84,7 +84,7 @@ class SavingEngine:
     def _save(self, job: SaveJob) -> bool:
         call = job.call
         try:
-            self.saver.save(call, job.source, commands=job.commands, end_reason=job.end_reason)
+            saved = self.saver.save(call, job.source, commands=job.commands, end_reason=job.end_reason)
         except StorageUnavailable as exc:
             self.waiting.append(job)
             self._failed(exc)
@@ -102,8 +102,8 @@ class SavingEngine:
                     )
                 )
             return False
-        row = self.saver.last_row if self.saver.last_row is not None else {}
-        if row.get("call_id") != call.call_id:
+        row = saved or {}
+        if saved is None:
             outcome = "already"
         elif row.get("recording_path"):
             outcome = "recorded"

@@ -81,7 +81,6 @@ class CallSaver:
         self.unreadable: Mapping[frozenset[str], str] = {}  # signalling seen but unreadable (TLS, WS)
         self._rows: list[PendingRow] = []
         self._pending_keys: set[tuple[str, int]] = set()  # (Call-ID, start) of the rows not committed yet
-        self.last_row: dict[str, object] | None = None  # the row of the call saved last (for logs)
 
     @property
     def pending(self) -> int:
@@ -95,21 +94,21 @@ class CallSaver:
         *,
         commands: Sequence[Signal] = (),
         end_reason: str | None = None,
-    ) -> None:
-        """Render, seal and queue the row of one finished call. ``commands`` are start/stop/pause/
-        resume requests given to the live capture for it; ``end_reason`` replaces the capture's
-        (a call cut short by a shutdown or a crash)."""
+    ) -> dict[str, object] | None:
+        """Render, seal and queue the row of one finished call; returns the row, or ``None`` when the
+        call is in the catalogue already. ``commands`` are start/stop/pause/resume requests given to the
+        live capture for it; ``end_reason`` replaces the capture's (a call cut short by a shutdown or a
+        crash). :class:`StorageUnavailable` leaves nothing counted or queued: save it again later."""
         if end_reason is not None:
             call = replace(call, end_reason=end_reason)
         try:
             present = self.catalogue.find_call(call.call_id, call.started_ns) is not None
         except sqlite3.Error as exc:
             raise StorageUnavailable(f"catalogue: {exc}") from exc
-        present = present or (call.call_id, call.started_ns) in self._pending_keys
-        self.counts.calls_found += 1
-        if present:
+        if present or (call.call_id, call.started_ns) in self._pending_keys:
+            self.counts.calls_found += 1
             self.counts.already_present += 1  # imported before: nothing to render or write
-            return
+            return None
         rendered: RenderedCall | None = None
         sealed: SealedRecording | None = None
         plan: RecordingPlan | None = None
@@ -126,13 +125,13 @@ class CallSaver:
                 why = plan.blocked if plan is not None and plan.blocked else None
                 why = why or not_recorded_reason(call, recorded=sealed is not None)
         except StorageUnavailable:
-            self.counts.calls_found -= 1  # not saved: it will be again
             raise
         except Exception as exc:  # one broken call never stops the others
             error = f"{type(exc).__name__}: {exc}"
             self.counts.failed += 1
             why = "processing failed"
             sealed = None
+        self.counts.calls_found += 1
         if sealed is not None:
             self.counts.recorded += 1
         else:
@@ -162,10 +161,10 @@ class CallSaver:
             events += unreadable_signalling(call, self.unreadable)
         self._rows.append((row, leg_rows(call, rendered), events, wrapped))
         self._pending_keys.add((call.call_id, call.started_ns))
-        self.last_row = row
         if len(self._rows) >= CATALOGUE_BATCH:
             with contextlib.suppress(StorageUnavailable):  # the rows stay pending: committed later
                 self.flush_rows()
+        return row
 
     def _record(
         self, call: CapturedCall, rendered: RenderedCall, decided: CallDecision, commands: Sequence[Signal]

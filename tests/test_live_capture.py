@@ -46,9 +46,11 @@ def by_caller(calls: list[dict]) -> dict[str, dict]:
     return {c["caller"]: c for c in calls}
 
 
-def test_sigterm_records_the_call_in_progress_as_interrupted(home: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("saver", ["process", "inline"])
+def test_sigterm_records_the_call_in_progress_as_interrupted(saver: str, home: Path, tmp_path: Path) -> None:
     pcap = write_calls(tmp_path / "long.pcap", [CallSpec("100", "200", seconds=30)])
-    capture = Capture(home, ["--replay", str(pcap), "--speed", "1"], tmp_path / "capture.log")
+    args = ["--replay", str(pcap), "--speed", "1", "--saver", saver]
+    capture = Capture(home, args, tmp_path / "capture.log")
     try:
         capture.wait_for("capture started")
         deadline = time.monotonic() + 20
