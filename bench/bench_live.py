@@ -263,7 +263,7 @@ class Step:
             return None
         self.profile_path = self.work / f"profile-{self.calls}.txt"
         cmd = [spy, "record", "--pid", str(pid), "--duration", str(int(duration_s) + 1), "--rate", "50"]
-        cmd += ["--nonblocking", "--idle", "--format", "raw", "--output", str(self.profile_path)]
+        cmd += ["--nonblocking", "--idle", "--subprocesses", "--format", "raw", "--output", str(self.profile_path)]
         return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def check_catalogue(self, frames: FrameSet, bye_wall: np.ndarray) -> None:

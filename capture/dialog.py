@@ -38,8 +38,9 @@ DEFAULT_LINGER_NS = 2_000_000_000
 AUTH_RETRY_LINGER_NS = 60_000_000_000
 # Once the BYE is answered (2xx), nothing more is expected but media still in flight (the tracker keeps
 # media up to its after_end_grace_s after the BYE): the call is handed on sooner, so a live recorder
-# writes it within about a second of the hang-up.
-BYE_ANSWERED_LINGER_NS = 500_000_000
+# writes it well within a second of the hang-up. On a mirror port, media a phone sent before its BYE is
+# seen before the answer to that BYE, which takes a round trip: 250 ms more leaves a wide margin.
+BYE_ANSWERED_LINGER_NS = 250_000_000
 IN_DIALOG_CONTROL = frozenset({"INVITE", "INFO", "UPDATE", "MESSAGE", "NOTIFY"})
 DTMF_DIGITS = "0123456789*#ABCD"
 

@@ -96,7 +96,14 @@ def _size(text: str) -> int:
     type=click.Choice(["process", "inline"]),
     default="process",
     show_default=True,
-    help="Save calls (render, seal, commit) in a process of their own, or in the capture loop.",
+    help="Save calls (render, seal, commit) in processes of their own, or in the capture loop.",
+)
+@click.option(
+    "--savers",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    help="Saver processes (with --saver process): more absorb larger waves of hang-ups.",
 )
 @click.pass_obj
 def capture(
@@ -112,6 +119,7 @@ def capture(
     free_space_floor: str,
     max_waiting_calls: int,
     saver: str,
+    savers: int,
 ) -> None:
     """Record calls live from mirror ports until stopped (SIGTERM); SIGHUP reloads the configuration.
 
@@ -136,6 +144,7 @@ def capture(
         max_waiting_calls=max_waiting_calls,
         free_space_floor=_size(free_space_floor),
         saver=saver,
+        savers=savers,
     )
     try:
         source: PacketSource = (

@@ -328,7 +328,7 @@ def test_media_long_after_bye_is_not_the_calls() -> None:
     rows += [(1500 * MS, CALLER_IP, 4000, CALLEE_IP, 6000, rtp(99, 99 * 160, 0xA))]
     tracker, calls = _run(rows)
     assert calls[0].legs[CALLER_TO_CALLEE].packets.seq.tolist() == [0, 1, 2, 3, 4]
-    # the BYE was answered: the call was handed on 0.5 s later, before the late packet came
+    # the BYE was answered: the call was handed on 0.25 s later, before the late packet came
     assert tracker.counters["rtp_after_call_end"] == 0 and tracker.counters["rtp_unmatched"] == 1
     # without the 200 to the BYE, the call lingers 2 s and drops the late packet itself
     tracker, calls = _run([r for r in rows if not (r[5].startswith(b"SIP/2.0 200") and b"BYE" in r[5])])

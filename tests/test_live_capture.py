@@ -42,6 +42,16 @@ def home(tmp_path: Path) -> Path:
     return provision(tmp_path / "home")
 
 
+def children(pid: int) -> list[int]:
+    """Child processes of ``pid`` (from /proc), leaving out multiprocessing's resource tracker."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            if "resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(child))
+    return found
+
+
 def by_caller(calls: list[dict]) -> dict[str, dict]:
     return {c["caller"]: c for c in calls}
 
@@ -90,10 +100,17 @@ def test_kill_9_then_restart_recovers_the_call_in_progress(home: Path, tmp_path:
                 seconds_at_kill = in_progress[0]["seconds"]
                 break
             time.sleep(0.2)
+        savers = children(capture.process.pid)
+        assert len(savers) == 2  # the saver processes (--savers 2)
         capture.signal(signal.SIGKILL)
         assert capture.wait() == -signal.SIGKILL
     finally:
         capture.stop()
+    # orphaned, the savers notice and end (they commit what they saved; the journal has the rest)
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in savers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in savers if Path(f"/proc/{pid}").exists()]
     assert list((home / "journal").glob("*.seg"))
     killed_at = by_caller(calls_json(home))
     assert set(killed_at) == {"100"}  # call1 was only in memory (and in the journal)

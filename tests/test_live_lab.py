@@ -82,7 +82,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         capture.wait_for("capture started")
         _lab("call.sh", "PCMU", "8", "live_call", out=out)
         _lab("load.sh", str(LOAD_CALLS), "10", "live_load", out=out)
-        time.sleep(2.0)  # the last BYE: answered, handed on 0.5 s later, committed within 0.2 s
+        time.sleep(2.0)  # the last BYE: answered, handed on 0.25 s later, committed within 0.1 s
         status = capture.status()
         capture.signal(signal.SIGTERM)
         assert capture.wait() == 0

@@ -1,0 +1,90 @@
+"""Several saver processes behind the live capture (recorder.livesaver.SaverPool): every call handed over
+is saved exactly once, by the saver with the fewest calls outstanding, and their states add up."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from callpcap import CallSpec, write_calls
+from keyset import provision
+
+from capture.calls import CapturedCall
+from capture.frames import FrameDecoder
+from capture.pcapfile import CaptureReader
+from capture.tracker import CallTracker
+from recorder.config import Config
+from recorder.livesaver import SaveJob, SaverPool, merged_state
+from store.catalogue import Catalogue
+from store.home import Home
+
+
+def captured_calls(path: Path) -> list[CapturedCall]:
+    frames, tracker = FrameDecoder(), CallTracker()
+    calls: list[CapturedCall] = []
+    with CaptureReader(path) as reader:
+        for batch in reader.batches():
+            calls += tracker.feed(frames.decode(batch))
+    return calls + tracker.flush()
+
+
+def drain(pool: SaverPool, want: int, timeout_s: float = 60.0) -> list[tuple[str, Any]]:
+    messages: list[tuple[str, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        messages += pool.poll()
+        if sum(1 for kind, _ in messages if kind == "saved") >= want and not any(pool.outstanding):
+            committed = sum(len(v) for kind, v in messages if kind == "committed")
+            if committed >= want:
+                return messages
+        time.sleep(0.05)
+    raise AssertionError(f"saver pool did not save {want} calls in {timeout_s} s: {messages[-5:]}")
+
+
+def test_merged_state_adds_counts_and_keeps_the_first_error() -> None:
+    states = [
+        {"waiting": 2, "pending": 1, "last_error": "", "lost": 0},
+        {"waiting": 3, "pending": 0, "last_error": "storage unavailable: disk full", "lost": 4},
+        {},
+    ]
+    assert merged_state(states) == {
+        "waiting": 5,
+        "pending": 1,
+        "last_error": "storage unavailable: disk full",
+        "lost": 4,
+    }
+
+
+def test_a_pool_of_two_savers_records_every_call_once(tmp_path: Path) -> None:
+    root = provision(tmp_path / "home")
+    pcap = write_calls(tmp_path / "calls.pcap", [CallSpec(f"10{n}", f"20{n}", seconds=1.0) for n in range(6)])
+    calls = captured_calls(pcap)
+    assert len(calls) == 6
+    pool = SaverPool(root, Config.defaults(), max_waiting=10, free_space_floor=0, processes=2)
+    try:
+        for call in calls:
+            pool.send("save", SaveJob(call, "test"))
+        # handed out by fewest outstanding: the two savers take turns
+        assert pool.outstanding == [3, 3]
+        messages = drain(pool, len(calls))
+    finally:
+        final = pool.stop(timeout_s=60)
+    saved = [v for kind, v in messages if kind == "saved"]
+    assert sorted(v["call_id"] for v in saved) == sorted(c.call_id for c in calls)
+    assert {v["outcome"] for v in saved} == {"recorded"}
+    assert pool.outstanding == [0, 0]
+    assert final[-1] == ("stopped", {"waiting": 0, "pending": 0, "last_error": "", "lost": 0})
+    catalogue = Catalogue(Home(root).catalogue_path)
+    try:
+        rows = list(catalogue.db.query("SELECT call_id, recording_path FROM calls"))
+    finally:
+        catalogue.close()
+    assert sorted(r["call_id"] for r in rows) == sorted(c.call_id for c in calls)
+    assert all(r["recording_path"] for r in rows)
+
+
+def test_a_pool_needs_a_saver() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        SaverPool(Path("/nonexistent"), Config.defaults(), max_waiting=1, free_space_floor=0, processes=0)
