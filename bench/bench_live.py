@@ -9,9 +9,10 @@ Needs root and ``ip netns``. Builds two network namespaces of its own (``crb-sen
    its control socket;
 3. starts the sender in the other namespace, which replays the frames at real time through an AF_PACKET
    socket (one ``sendmmsg`` per 10 ms tick) and logs the wall-clock time each BYE left;
-4. samples the capture's memory (VmRSS before the calls, in the middle of the run with all N calls in
-   progress, just before the first BYE; VmHWM) and CPU (user + system from /proc/PID/stat, and every
-   core's busy share from /proc/stat);
+4. samples the capture's memory (VmRSS before the calls, once junk UDP has written through its ring; in
+   the middle of the run with all N calls in progress; just before the first BYE; VmHWM) and CPU (user +
+   system from /proc/PID/stat, and every core's busy share from /proc/stat); the summary line gives the
+   memory one more call costs, between the two largest passing steps (``rss_per_call_marginal_kib``);
 5. waits until the last BYE + 3 s, reads ``status`` through the control socket (kernel drops, frames),
    sends SIGTERM and waits for the capture;
 6. reads the catalogue: recordings vs N, latency = ``imported_at`` (the commit that makes the call
@@ -152,6 +153,10 @@ class Step:
         profiler: subprocess.Popen[Any] | None = None
         try:
             time.sleep(1.0)
+            # the ring written through once: its pages belong to the baseline, not to the calls
+            warm = ["ip", "netns", "exec", self.lab.send_ns, sys.executable, str(HERE / "live_sender.py")]
+            subprocess.run([*warm, "--send", SEND_DEV, "--warm", str(self.ring_mib() + 8)], check=True)
+            time.sleep(1.0)
             rss0 = proc_status(capture.pid).get("VmRSS", 0)
             sent_path = self.work / f"sent-{self.calls}.json"
             cmd = ["ip", "netns", "exec", self.lab.send_ns, sys.executable, str(HERE / "live_sender.py")]
@@ -177,7 +182,7 @@ class Step:
                 rss_max = max(rss_max, rss)
                 if "mid" not in samples and now >= mid_t:
                     with contextlib.suppress(ControlError):
-                        samples["mid_in_progress"] = len(self.status()["calls_in_progress"])
+                        samples["mid_in_progress"] = len(self.status().get("calls_in_progress", []))
                     samples["mid"] = proc_status(capture.pid).get("VmRSS", 0)
                 if "pre" not in samples and now >= pre_t:
                     samples["pre"] = rss
@@ -253,8 +258,16 @@ class Step:
         """One timeline row: [s since the first frame, frames, kernel drops, in progress, recorded, cpu s]."""
         with contextlib.suppress(ControlError):
             st = self.status()
+            if "frames" not in st:  # the capture's answer to a failed request: {"error": ...}
+                timeline.append([round(now, 1), -1, -1, -1, -1, round(proc_cpu_s(pid) - cpu0, 2)])
+                return
             row = [st["frames"], st["kernel_drops"], len(st["calls_in_progress"]), st["recorded"]]
             timeline.append([round(now, 1), *row, round(proc_cpu_s(pid) - cpu0, 2)])
+
+    def ring_mib(self) -> int:
+        text = (self.args.buffer or "32M").upper()
+        factor = {"K": 1 / 1024, "M": 1, "G": 1024}.get(text[-1:], 1 / 2**20)
+        return int(float(text.rstrip("KMG")) * factor)
 
     def start_profiler(self, pid: int, duration_s: float) -> subprocess.Popen[Any] | None:
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -263,7 +276,8 @@ class Step:
             return None
         self.profile_path = self.work / f"profile-{self.calls}.txt"
         cmd = [spy, "record", "--pid", str(pid), "--duration", str(int(duration_s) + 1), "--rate", "50"]
-        cmd += ["--nonblocking", "--idle", "--subprocesses", "--format", "raw", "--output", str(self.profile_path)]
+        cmd += ["--nonblocking", "--idle", "--subprocesses", "--format", "raw"]
+        cmd += ["--output", str(self.profile_path)]
         return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def check_catalogue(self, frames: FrameSet, bye_wall: np.ndarray) -> None:
@@ -451,6 +465,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="crb-live-"))
     lab = Lab()
     passed: list[int] = []
+    memory: dict[int, float] = {}  # calls -> RSS (KiB) just before the first BYE, all calls talking
     try:
         lab.open()
         keys = make_keys(work)
@@ -460,6 +475,8 @@ def main() -> None:
             if args.profile and getattr(step, "profile_path", None) and step.profile_path.exists():
                 result["profile"] = hot_spots(step.profile_path)
             print(json.dumps(result), flush=True)
+            if result["pass"]:  # every call in progress before the first BYE
+                memory[calls] = result["rss_pre_bye_mib"] * 1024
             if result["pass"]:
                 passed.append(calls)
     except SetupError as exc:
@@ -479,6 +496,10 @@ def main() -> None:
         "spread_s": args.spread,
         "journal": args.journal,
     }
+    if len(memory) >= 2:  # what one more call costs, the fixed parts (ring, code, buffers) left out
+        (n0, m0), (n1, m1) = sorted(memory.items())[-2:]
+        summary["rss_per_call_marginal_kib"] = round((m1 - m0) / (n1 - n0), 1)
+        summary["rss_marginal_between"] = [n0, n1]
     print(json.dumps(summary))
 
 

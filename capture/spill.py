@@ -76,14 +76,14 @@ class SpillSink(Protocol):
     def discard(self, leg_key: str) -> None: ...
 
 
-def _narrowest(values: npt.NDArray[np.int64]) -> int:
-    if values.shape[0] == 0:
-        return 0
-    lo, hi = int(values.min()), int(values.max())
-    for code, (low, high) in enumerate(_LIMITS):
-        if low <= lo and hi <= high:
-            return code
-    return len(_DTYPES) - 1  # not reached: int64 holds every int64
+def _narrowest(columns: npt.NDArray[np.int64]) -> list[int]:
+    """The narrowest dtype code of each row of ``columns`` (one min and one max over them all)."""
+    if columns.shape[1] == 0:
+        return [0] * columns.shape[0]
+    codes = []
+    for lo, hi in zip(columns.min(axis=1).tolist(), columns.max(axis=1).tolist(), strict=True):
+        codes.append(next(code for code, (low, high) in enumerate(_LIMITS) if low <= lo and hi <= high))
+    return codes
 
 
 def encode_chunk(chunk: RtpPackets) -> bytearray:
@@ -92,7 +92,7 @@ def encode_chunk(chunk: RtpPackets) -> bytearray:
     columns = [np.asarray(getattr(chunk, name), dtype=np.int64) for name in _INT_COLUMNS]
     if any(c.shape != (n,) for c in columns) or chunk.marker.shape != (n,):
         raise ValueError("chunk columns of different lengths")
-    codes = [_narrowest(c) for c in columns]
+    codes = _narrowest(np.stack(columns))
     payload_bytes = int(chunk.payload.shape[0])
     widths = sum(_DTYPES[code].itemsize for code in codes)
     out = bytearray(HEAD_BYTES + n * (widths + 1) + payload_bytes)  # one buffer, filled in place

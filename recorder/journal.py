@@ -27,13 +27,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import logging
 import mmap
 import os
 import re
 import secrets
-import stat
 import struct
 import zlib
 from collections.abc import Iterator
@@ -47,13 +45,14 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from capture.packets import BUFFER_PADDING, PacketBatch
+from recorder.journalkey import KEY_BYTES, JournalError, JournalKeyError, key_id, write_key
 from store.errors import StoreError
 from store.recordings import fsync_dir
 
 log = logging.getLogger(__name__)
 
 MAGIC, VERSION, SYNC = b"\x89CRJRNL\n", 1, b"CRJ\x01"
-KEY_BYTES, NONCE_BYTES, TAG_BYTES = 32, 12, 16
+NONCE_BYTES, TAG_BYTES = 12, 16
 DEFAULT_SEGMENT_SECONDS, DEFAULT_BUDGET_BYTES, DEFAULT_MAX_CHUNK_BYTES = 10.0, 1 << 30, 64 << 20
 SEGMENT_NAME = re.compile(r"^(\d{12})\.seg$")
 
@@ -63,14 +62,6 @@ HEADER_BYTES, RECORD_HEAD_BYTES = _HEADER.size + 4, _RECORD.size + 4
 _PAD = bytes(BUFFER_PADDING)
 Buffer = bytes | mmap.mmap
 _I64 = npt.NDArray[np.int64]
-
-
-class JournalError(StoreError):
-    """The journal or its key cannot be used (a startup error: one line, exit 78)."""
-
-
-class JournalKeyError(JournalError):
-    """The journal key file is unsafe or malformed, or the journal was sealed with another key."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +76,16 @@ class JournalStats:
     dropped_frames: int
     last_error: str | None
     oldest_ts_ns: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class PlainChunk:
+    """Frames appended between two flushes, not sealed yet: the pieces of the record's plaintext."""
+
+    parts: list[bytes]
+    frames: int
+    first_ts: int
+    last_ts: int
 
 
 @dataclass(slots=True)
@@ -112,63 +113,6 @@ class _Segment:
     size: int
 
 
-def key_id(key: bytes) -> bytes:
-    """The 16-byte name of a journal key (one-way: it reveals nothing about the key)."""
-    return hashlib.sha256(b"callrec-journal-key-id\x00" + key).digest()[:16]
-
-
-def load_or_create_key(path: str | os.PathLike[str]) -> bytes:
-    """The journal key in ``path``, or a new random one created there atomically (mode 0600). Raises
-    :class:`JournalKeyError` for a key file others may read, a symlink, or a wrong size."""
-    target, key = Path(path), secrets.token_bytes(KEY_BYTES)
-    try:
-        try:
-            return _read_key(target)
-        except FileNotFoundError:
-            _write_key(target, key, replace=False)
-    except FileExistsError:  # another process made it first
-        return _read_key(target)
-    except OSError as exc:  # (a directory that cannot be synced raises StoreError: one line too)
-        raise JournalError(f"cannot read or create the journal key {target}: {exc.strerror or exc}") from exc
-    return key
-
-
-def _read_key(path: Path) -> bytes:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise JournalKeyError(f"journal key {path} is a symbolic link: refusing it") from None
-        raise
-    try:
-        st, data = os.fstat(fd), os.read(fd, KEY_BYTES + 1)
-    finally:
-        os.close(fd)
-    if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o077:
-        mode = stat.S_IMODE(st.st_mode)
-        raise JournalKeyError(f"journal key {path} has mode {mode:04o}: group or others may read it")
-    if len(data) != KEY_BYTES:
-        raise JournalKeyError(f"journal key {path} has {len(data)} bytes, not {KEY_BYTES}: not a key")
-    return data
-
-
-def _write_key(path: Path, key: bytes, *, replace: bool) -> None:
-    """Temp file (O_EXCL, 0600, fsync), link (or rename) into place, fsync the directory."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            _write_all(fd, [key])
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        (os.replace if replace else os.link)(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    fsync_dir(path.parent)
-
-
 def rotate_key(directory: str | os.PathLike[str], key_path: str | os.PathLike[str]) -> bytes:
     """After recovery: delete every segment, then replace the key (both durable); the new key."""
     root = Path(directory)
@@ -178,7 +122,7 @@ def rotate_key(directory: str | os.PathLike[str], key_path: str | os.PathLike[st
         if root.is_dir():
             fsync_dir(root)
         key = secrets.token_bytes(KEY_BYTES)
-        _write_key(Path(key_path), key, replace=True)
+        write_key(Path(key_path), key, replace=True)
     except OSError as exc:  # (a directory that cannot be synced raises StoreError: one line too)
         raise JournalError(f"cannot rotate the journal {root}: {exc.strerror or exc}") from exc
     return key
@@ -206,6 +150,7 @@ class Journal:
         self._key, self._key_id = key, key_id(key)
         self._pending: list[tuple[bytes, _I64, _I64, _I64]] = []  # frames, ts, caplens, linktypes
         self._pending_bytes = self._index = 0
+        self.flush_when_full = True  # past max_chunk_bytes append flushes (JournalWriter does it itself)
         self._fd: int | None = None
         self._chunks = self._frames = self._dropped_chunks = self._dropped_frames = 0
         self._last_error: str | None = None
@@ -230,27 +175,39 @@ class Journal:
         data = _gather(batch)
         self._pending.append((data, batch.ts_ns, batch.caplens, batch.linktypes))
         self._pending_bytes += len(data) + 14 * len(batch)
-        if self._pending_bytes >= self.max_chunk_bytes:
+        if self.flush_when_full and self._pending_bytes >= self.max_chunk_bytes:
             self.flush()
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes appended since the last flush (or take)."""
+        return self._pending_bytes
 
     def flush(self) -> bool:
         """Seal, write and fdatasync what was appended since the last flush; whether it was written."""
+        chunk = self.take()
+        return True if chunk is None else self.write(chunk)
+
+    def take(self) -> PlainChunk | None:
+        """What was appended since the last flush, as one chunk to :meth:`write` (None: nothing), so that
+        a writer thread can do the sealing, writing and syncing (:mod:`recorder.journalwriter`)."""
         if not self._pending:
-            return True
+            return None
         ts, caplens, linktypes = (np.concatenate([p[i] for p in self._pending]) for i in (1, 2, 3))
         frames, cols = len(ts), (ts.astype("<i8"), caplens.astype("<u4"), linktypes.astype("<u2"))
         parts = [_COUNT.pack(frames), *(c.tobytes() for c in cols), *(p[0] for p in self._pending)]
         self._pending, self._pending_bytes = [], 0
+        return PlainChunk(parts, frames, int(ts.min()), int(ts.max()))
+
+    def write(self, chunk: PlainChunk) -> bool:
+        """Seal, write and fdatasync one chunk from :meth:`take`; whether it was written."""
+        parts, frames = chunk.parts, chunk.frames
         try:
-            why = self._write_chunk(parts, int(ts.min()), int(ts.max()))
+            why = self._write_chunk(parts, chunk.first_ts, chunk.last_ts)
         except (OSError, StoreError) as exc:
             why = f"cannot write the journal {self.directory}: {getattr(exc, 'strerror', None) or exc}"
         if why is not None:
-            self._dropped_chunks += 1
-            self._dropped_frames += frames
-            if not self._failing or why != self._last_error:
-                log.error("journal: dropped %d frames: %s", frames, why)
-            self._failing, self._last_error = True, why
+            self.drop(frames, why)
             return False
         self._chunks, self._frames = self._chunks + 1, self._frames + frames
         if self._failing:
@@ -341,8 +298,16 @@ class Journal:
                 self._last_error = str(exc)
         return removed
 
+    def drop(self, frames: int, why: str) -> None:
+        """Count a chunk that was never written (a writer thread's queue full), logged as a failure is."""
+        self._dropped_chunks += 1
+        self._dropped_frames += frames
+        if not self._failing or why != self._last_error:
+            log.error("journal: dropped %d frames: %s", frames, why)
+        self._failing, self._last_error = True, why
+
     def stats(self) -> JournalStats:
-        segs = self._segments
+        segs = list(self._segments)
         oldest = min((s.first_ts for s in segs if s.first_ts is not None), default=None)
         counts = (self._chunks, self._frames, self._dropped_chunks, self._dropped_frames)
         return JournalStats(sum(s.size for s in segs), len(segs), *counts, self._last_error, oldest)

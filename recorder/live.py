@@ -17,9 +17,10 @@ One loop, one process::
   one stays. New rules, modes and retention apply to calls that end after the reload; capture
   timeouts to calls that start after a restart.
 * **Crash** (kill -9, power loss): every frame is written to a sealed journal (:mod:`recorder.journal`)
-  and flushed every second. The next start replays what is left of it: calls already in the catalogue
-  are skipped, calls that had ended are recorded, calls that were in progress are recorded up to the
-  last flushed second and marked "recovered after a crash".
+  and flushed every second, by a thread of its own (:mod:`recorder.journalwriter`). The next start
+  replays what is left of it: calls already in the catalogue are skipped, calls that had ended are
+  recorded, calls that were in progress are recorded up to the last flushed second and marked
+  "recovered after a crash".
 * **Storage unavailable** (disk full, read-only, catalogue locked): capture goes on; calls wait in
   the saver's memory (at most ``max_waiting_calls``; beyond, the oldest are dropped with a log line) and
   are retried every 5 s; nothing is half-written (files atomically, rows in one
@@ -45,7 +46,9 @@ from capture.source import PacketSource
 from capture.tracker import CallTracker, TrackerConfig
 from recorder.config import Config, ConfigError
 from recorder.control import ControlServer
-from recorder.journal import Journal, ReplayReport, load_or_create_key, replay, rotate_key
+from recorder.journal import Journal, ReplayReport, replay, rotate_key
+from recorder.journalkey import load_or_create_key
+from recorder.journalwriter import JournalWriter
 from recorder.livesaver import InlineSaver, SaveJob, SaverPool
 from recorder.livestatus import handle_request, metrics, status_line
 from recorder.modes import Signal
@@ -134,7 +137,7 @@ class CaptureService:
         vault.check_ready()
         self.catalogue = Catalogue(self.home.catalogue_path)
         self.audit = self.home.audit_trail(self.catalogue.db)
-        self.journal: Journal | None = None
+        self.journal: JournalWriter | None = None
         directory = self.options.journal_dir
         if directory is not None:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -143,7 +146,7 @@ class CaptureService:
                 key = self._recover(
                     directory, key, CallSaver(self.catalogue, vault, self.config, self.counts)
                 )
-            self.journal = Journal(directory, key)
+            self.journal = JournalWriter(Journal(directory, key))
         self.frames = FrameDecoder()
         self.tracker = CallTracker(self._tracker_config(self.config))
         limits = {
@@ -332,7 +335,6 @@ class CaptureService:
         final = self._take(self.saver.stop()) or {}
         clean = not final.get("waiting") and not final.get("pending") and not self.unsaved
         if self.journal is not None:
-            self.journal.flush()
             self.journal.close()
             if clean:  # everything is in the catalogue: nothing to recover next time
                 rotate_key(self.journal.directory, self.journal.directory / JOURNAL_KEY)

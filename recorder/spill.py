@@ -2,9 +2,11 @@
 
 :meth:`capture.tracker.CallTracker.spill` (once a second in the live loop) hands the media of each
 leg older than a few seconds to :class:`SealedSpill`, which appends it to that leg's file in the spill
-directory (``<home>/spool/calls/leg-<n>.spill``) and returns a reference; the tracker keeps only the
-references, so memory per call is bounded by the recent window. When the call ends the chunks are read
-back, verified and the file is deleted (:meth:`SealedSpill.discard`).
+directory (``<home>/spool/calls/slot-<n>.spill``; a leg's file is emptied and kept open for a later leg
+when the leg ends, as creating and deleting files cost several times more than writing the chunks) and
+returns a reference; the tracker keeps only the references, so memory per call is bounded by the recent
+window. When the call ends the chunks are read back and verified, and the file is emptied for reuse (or
+deleted) (:meth:`SealedSpill.discard`).
 
 Format. Each chunk (:func:`capture.spill.encode_chunk`) is one record: a head (marker ``CRS\\x01``,
 chunk index, ciphertext length; big-endian), a random 12-byte nonce, then the AES-256-GCM ciphertext
@@ -33,6 +35,7 @@ import contextlib
 import errno
 import os
 import re
+import resource
 import secrets
 import struct
 from collections.abc import Callable
@@ -51,6 +54,8 @@ SUFFIX = ".spill"
 _RECORD = struct.Struct(">4sII")  # marker, chunk index, ciphertext length (tag included)
 _AAD = struct.Struct(">14sBH")  # label, version, leg key length (then the key, then the index)
 _INDEX = struct.Struct(">I")
+MAX_OPEN_FILES = 16384  # spill files kept open (two per call in progress); beyond, opened per write
+MAX_FREE_FILES = 4096  # emptied files kept for reuse
 LEG_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -73,6 +78,7 @@ class _LegFile:
     path: Path
     size: int = 0
     chunks: int = 0
+    fd: int | None = None  # kept open between writes (opening a file per chunk cost more than the rest)
 
 
 class SealedSpill:
@@ -88,6 +94,7 @@ class SealedSpill:
         *,
         key: bytes | None = None,
         budget_bytes: int | None = None,
+        max_open: int | None = None,
         log: Callable[[str], None] = print,
     ) -> None:
         key = key if key is not None else secrets.token_bytes(KEY_BYTES)
@@ -98,6 +105,11 @@ class SealedSpill:
         self.log = log
         self._aead = AESGCM(key)
         self._legs: dict[str, _LegFile] = {}
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.max_open = max_open if max_open is not None else max(0, min(MAX_OPEN_FILES, soft // 2 - 64))
+        self._open = 0
+        self._free: list[_LegFile] = []  # emptied files, still open, for the next legs
+        self._named = 0
         self._stats = SpillStats()
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
@@ -106,7 +118,7 @@ class SealedSpill:
     def write(self, leg_key: str, chunk: RtpPackets) -> SpillRef:
         leg = self._legs.get(leg_key)
         if leg is None:  # registered before the first write: discard() deletes a torn first record too
-            leg = self._legs[leg_key] = _LegFile(self.directory / f"{_checked(leg_key)}{SUFFIX}")
+            leg = self._legs[_checked(leg_key)] = self._new_file()
             self._stats.files += 1
         index = leg.chunks
         plain = encode_chunk(chunk)
@@ -117,7 +129,12 @@ class SealedSpill:
                 raise OSError(errno.ENOSPC, f"spill budget of {self.budget_bytes} bytes reached")
             nonce = secrets.token_bytes(NONCE_BYTES)
             sealed = self._aead.encrypt(nonce, plain, _aad(leg_key, index))
-            _pwrite_all(leg.path, [_RECORD.pack(MARK, index, length) + nonce, sealed], leg.size)
+            fd = self._fd(leg)
+            try:
+                _pwrite_all(fd, [_RECORD.pack(MARK, index, length) + nonce, sealed], leg.size, leg.path)
+            finally:
+                if fd != leg.fd:
+                    os.close(fd)
         except OSError as exc:
             self._stats.write_errors += 1
             text = f"cannot spill to {leg.path}: {exc.strerror or exc}"
@@ -141,11 +158,14 @@ class SealedSpill:
         if leg is None:
             raise SpillError(f"no spill file for {ref.leg_key} in {self.directory} (discarded?)")
         path = leg.path
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            data = os.pread(fd, ref.length, ref.offset)
-        finally:
-            os.close(fd)
+        if leg.fd is not None:
+            data = os.pread(leg.fd, ref.length, ref.offset)
+        else:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                data = os.pread(fd, ref.length, ref.offset)
+            finally:
+                os.close(fd)
         where = f"spill file {path}, chunk {ref.index} at byte {ref.offset}"
         if len(data) != ref.length:
             raise SpillError(f"{where}: cut short ({len(data)} of {ref.length} bytes)")
@@ -173,10 +193,31 @@ class SealedSpill:
             return
         self._stats.files -= 1
         self._stats.bytes_on_disk -= leg.size
+        if leg.fd is not None and len(self._free) < MAX_FREE_FILES:
+            try:  # emptied and kept open for the next leg: creating and deleting files cost more
+                os.ftruncate(leg.fd, 0)
+            except OSError:
+                pass
+            else:
+                self._free.append(_LegFile(leg.path, fd=leg.fd))
+                return
+        self._close(leg)
         try:
             leg.path.unlink(missing_ok=True)
         except OSError as exc:  # never raises: clear() at the next start removes it
             self._stats.last_error = f"cannot delete {leg.path}: {exc.strerror or exc}"
+
+    def path_of(self, leg_key: str) -> Path | None:
+        """The file a leg's chunks are in (None: nothing written, or discarded)."""
+        leg = self._legs.get(leg_key)
+        return leg.path if leg is not None else None
+
+    def _new_file(self) -> _LegFile:
+        """An emptied file left by an earlier leg, else a new name (created at the first write)."""
+        if self._free:
+            return self._free.pop()
+        self._named += 1
+        return _LegFile(self.directory / f"slot-{self._named}{SUFFIX}")
 
     # -- housekeeping -----------------------------------------------------------------------------
 
@@ -184,6 +225,9 @@ class SealedSpill:
         """Delete every spill file in the directory (at start: a crashed run's, unreadable anyway; at
         shutdown: whatever is left). Returns how many were deleted."""
         removed = 0
+        for leg in [*self._legs.values(), *self._free]:
+            self._close(leg)
+        self._free.clear()
         for path in self.directory.glob(f"*{SUFFIX}"):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
@@ -191,6 +235,22 @@ class SealedSpill:
         self._legs.clear()
         self._stats.files = self._stats.bytes_on_disk = 0
         return removed
+
+    def _fd(self, leg: _LegFile) -> int:
+        """The leg's file, open for writing: kept open while at most ``max_open`` are, else for this once
+        (the caller closes what is not ``leg.fd``)."""
+        if leg.fd is not None:
+            return leg.fd
+        fd = os.open(leg.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        if self._open < self.max_open:
+            leg.fd, self._open = fd, self._open + 1
+        return fd
+
+    def _close(self, leg: _LegFile) -> None:
+        if leg.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(leg.fd)
+            leg.fd, self._open = None, self._open - 1
 
     def stats(self) -> SpillStats:
         s = self._stats
@@ -217,18 +277,14 @@ def _aad(leg_key: str, index: int) -> bytes:
     return _AAD.pack(b"callrec-spill\x00", VERSION, len(name)) + name + _INDEX.pack(index)
 
 
-def _pwrite_all(path: Path, parts: list[bytes], offset: int) -> None:
-    """Write ``parts`` one after the other at ``offset`` of ``path`` (created 0600 if need be)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        total = sum(len(part) for part in parts)
-        written = os.pwritev(fd, parts, offset)  # one call, no copy joining the parts
-        if written < total:  # short write: the rest one by one (raises ENOSPC if the disk is full)
-            view = memoryview(b"".join(parts))[written:]
-            while view:
-                more = os.pwrite(fd, view, offset + written)
-                if more <= 0:
-                    raise OSError(errno.EIO, f"short write to {path}")
-                view, written = view[more:], written + more
-    finally:
-        os.close(fd)
+def _pwrite_all(fd: int, parts: list[bytes], offset: int, path: Path) -> None:
+    """Write ``parts`` one after the other at ``offset`` of ``fd`` (``path`` for messages)."""
+    total = sum(len(part) for part in parts)
+    written = os.pwritev(fd, parts, offset)  # one call, no copy joining the parts
+    if written < total:  # short write: the rest one by one (raises ENOSPC if the disk is full)
+        view = memoryview(b"".join(parts))[written:]
+        while view:
+            more = os.pwrite(fd, view, offset + written)
+            if more <= 0:
+                raise OSError(errno.EIO, f"short write to {path}")
+            view, written = view[more:], written + more

@@ -246,7 +246,7 @@ def test_tracker_spill_gives_the_same_calls_sealed_sink(
     assert tracker.counters["spilled_packets"] > 0
     assert sink.stats().chunks_written > 0 and sink.stats().chunks_read == sink.stats().chunks_written
     assert_same_calls(calls, reference)
-    assert not list((tmp_path / "spool" / "calls").iterdir())
+    assert all(p.stat().st_size == 0 for p in (tmp_path / "spool" / "calls").iterdir())  # emptied for reuse
     assert sink.stats().bytes_on_disk == 0 and sink.stats().files == 0
 
 
@@ -294,7 +294,7 @@ def test_tracker_notes_spilled_media_that_cannot_be_read(
     assert tampered and tracker.counters["spill_read_errors"] == 1
     events = [e for c in calls for e in c.events if "spilled media packets lost" in e.summary]
     assert len(events) == 1 and "failed authentication" in events[0].detail and SUFFIX in events[0].detail
-    assert not list((tmp_path / "calls").iterdir())
+    assert all(p.stat().st_size == 0 for p in (tmp_path / "calls").iterdir())  # emptied for reuse
 
 
 # -- the sealed sink --------------------------------------------------------------------------------
@@ -317,7 +317,8 @@ def test_sealed_sink_round_trip_and_discard(sealed: SealedSpill) -> None:
     assert [r.index for r in refs] == [0, 1, 2, 3, 0]
     for ref, piece in zip(refs, pieces + pieces[:1], strict=True):
         assert_same_packets(sealed.read(ref), piece)
-    path = sealed.directory / f"leg-1{SUFFIX}"
+    path = sealed.path_of("leg-1")
+    assert path is not None and path.parent == sealed.directory and path.name.endswith(SUFFIX)
     assert path.stat().st_mode & 0o777 == 0o600
     assert sealed.directory.stat().st_mode & 0o777 == 0o700
     assert (
@@ -327,10 +328,25 @@ def test_sealed_sink_round_trip_and_discard(sealed: SealedSpill) -> None:
     assert sealed.stats().files == 2 and sealed.stats().bytes_on_disk == sum(r.length for r in refs)
     sealed.discard("leg-1")
     sealed.discard("leg-1")  # twice: nothing
-    assert not path.exists() and sealed.stats().files == 1
+    assert path.stat().st_size == 0 and sealed.stats().files == 1  # emptied, kept for the next leg
+    assert sealed.path_of("leg-1") is None
     with pytest.raises(SpillError, match="discarded"):
         sealed.read(refs[0])
     assert_same_packets(sealed.read(refs[-1]), pieces[0])
+    ref = sealed.write("leg-9", pieces[2])  # the emptied file serves the next leg
+    assert sealed.path_of("leg-9") == path and ref.offset == 0
+    assert_same_packets(sealed.read(ref), pieces[2])
+    assert sealed.clear() == 2 and not list(sealed.directory.glob(f"*{SUFFIX}"))
+
+
+def test_sealed_sink_without_open_files_to_spare_opens_per_write_and_deletes(tmp_path: Path) -> None:
+    sink = SealedSpill(tmp_path / "calls", max_open=0, log=lambda _: None)
+    refs = [sink.write("leg-1", chunk(k * S, 20, seed=k)) for k in range(3)]
+    path = sink.path_of("leg-1")
+    assert path is not None and path.exists()
+    assert_same_packets(sink.read(refs[1]), chunk(S, 20, seed=1))
+    sink.discard("leg-1")
+    assert not path.exists()
 
 
 @pytest.mark.parametrize("where", ["head", "nonce", "ciphertext", "tag"])
@@ -338,7 +354,8 @@ def test_sealed_sink_detects_tampering(sealed: SealedSpill, where: str) -> None:
     refs = [sealed.write("leg-3", chunk(k * S, 20, seed=k)) for k in range(3)]
     ref = refs[1]
     at = {"head": 5, "nonce": 14, "ciphertext": 40, "tag": ref.length - 1}[where]
-    path = sealed.directory / f"leg-3{SUFFIX}"
+    path = sealed.path_of("leg-3")
+    assert path is not None
     _flip(path, ref.offset + at)
     with pytest.raises(SpillError, match=str(path)):
         sealed.read(ref)
@@ -350,7 +367,8 @@ def test_sealed_sink_rejects_records_moved_between_legs_or_places(sealed: Sealed
     a = sealed.write("leg-1", chunk(0, 20))
     sealed.write("leg-1", chunk(S, 20))
     b = sealed.write("leg-2", chunk(0, 20, seed=5))
-    one, two = sealed.directory / f"leg-1{SUFFIX}", sealed.directory / f"leg-2{SUFFIX}"
+    one, two = sealed.path_of("leg-1"), sealed.path_of("leg-2")
+    assert one is not None and two is not None
     data = one.read_bytes()
     two.write_bytes(data[a.offset : a.offset + a.length])  # leg 1's chunk 0 in leg 2's file
     with pytest.raises(SpillError, match="failed authentication"):

@@ -6,6 +6,8 @@ import errno
 import logging
 import os
 import stat
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +25,13 @@ from recorder.journal import (
     HEADER_BYTES,
     RECORD_HEAD_BYTES,
     Journal,
-    JournalKeyError,
+    PlainChunk,
     ReplayReport,
-    load_or_create_key,
     replay,
     rotate_key,
 )
+from recorder.journalkey import JournalKeyError, load_or_create_key
+from recorder.journalwriter import JournalWriter
 
 LAB = Path(__file__).resolve().parents[1] / "pcaps" / "lab" / "lab_pcmu_12s.pcap"
 S = 1_000_000_000
@@ -400,3 +403,47 @@ def test_any_flipped_bit_loses_at_most_one_chunk(
     lost = [i for i, b in enumerate(batches) if not set(frames_of([b])) <= set(kept)]
     assert len(lost) <= 1 and report.chunks_torn + report.chunks_rejected == len(lost)
     assert kept == [f for i, b in enumerate(batches) if i not in lost for f in frames_of([b])]
+
+
+def test_the_writer_thread_writes_what_the_loop_appended_in_order(tmp_path: Path, key: bytes) -> None:
+    batches = lab_batches(1 << 13)
+    directory = tmp_path / "j"
+    writer = JournalWriter(Journal(directory, key, segment_seconds=2), max_queued=len(batches) + 1)
+    for b in batches:
+        writer.append(b)
+        writer.flush()
+    writer.wait()
+    assert writer.stats().chunks_written == len(batches) and writer.stats().dropped_chunks == 0
+    all_frames = frames_of(batches)
+    cut = all_frames[len(all_frames) // 2][0]
+    writer.prune(cut)  # queued behind the writes: runs after them, in the thread
+    writer.close()
+    kept = frames_of(read(directory, key)[0])
+    assert kept == all_frames[-len(kept) :] and kept[0][0] <= cut < all_frames[-1][0]
+
+
+def test_a_writer_behind_a_slow_disk_drops_chunks_instead_of_stalling_the_loop(
+    tmp_path: Path, key: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    batches = lab_batches(1 << 13)[:8]
+    journal = Journal(tmp_path / "j", key)
+    gate = threading.Event()
+    real_write = journal.write
+
+    def slow_write(chunk: PlainChunk) -> bool:
+        gate.wait(timeout=30)
+        return real_write(chunk)
+
+    journal.write = slow_write  # type: ignore[method-assign]
+    writer = JournalWriter(journal, max_queued=2)
+    for b in batches:  # the first chunk blocks the thread, two more wait, the rest are dropped
+        writer.append(b)
+        writer.flush()
+        time.sleep(0.01)
+    gate.set()
+    writer.close()
+    stats = writer.stats()
+    assert stats.chunks_written == 3 and stats.dropped_chunks == len(batches) - 3
+    assert stats.dropped_frames == sum(map(len, batches[3:]))
+    assert "the disk is too slow: 2 chunks wait already" in caplog.text
+    assert frames_of(read(tmp_path / "j", key)[0]) == frames_of(batches[:3])
