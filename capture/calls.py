@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass, field
 
 from capture.media import MediaFormat, RtpPackets
+from capture.spill import SpilledMedia
 
 CALLER_TO_CALLEE = "caller->callee"
 CALLEE_TO_CALLER = "callee->caller"
@@ -56,6 +57,9 @@ class CapturedLeg:
     destinations: tuple[Endpoint, ...] = ()  # where packets went (the receiver's SDP endpoint)
     rtcp_packets: int = 0
     encrypted: bool = False  # the receiver's SDP negotiated SRTP/ZRTP/DTLS-SRTP: payloads are ciphertext
+    # packets older than ``packets``, still in a spill sink (a live capture's saver reads them back:
+    # capture.handoff.resolve_spilled); None: ``packets`` are all of them
+    spilled: SpilledMedia | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,20 +4,27 @@
 call; when the call ends :func:`hand_on` reads each leg's packets back (spilled chunks included, then
 released), drops media later than the end (plus a grace) and non-audio payload types, merges the
 payload formats (static table, sender's SDP, receiver's SDP) and builds the :class:`CapturedCall`.
+
+A live capture defers the spilled chunks (``defer_spilled``): reading back a thirty-second call's
+chunks costs the capture loop about a millisecond, and hundreds of calls can end within a second. The
+call is then handed on with its legs' :class:`~capture.spill.SpilledMedia`, the sink keeps the chunks,
+and the saver that records the call reads them (:func:`resolve_spilled`); the capture discards them
+once the call is saved. Only calls in progress are spilled, so a spilled chunk is never later than
+the call's end.
 """
 
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from capture.calls import CALLER_TO_CALLEE, CallEvent, CapturedCall, CapturedLeg, Endpoint
 from capture.dialog import CallDialog
-from capture.media import STATIC_PAYLOAD_TYPES, LegSpool, MediaFormat, RtpPackets
+from capture.media import STATIC_PAYLOAD_TYPES, LegSpool, MediaFormat, RtpPackets, join_chunks
 from capture.sidemedia import drop_payload_types
-from capture.spill import SpillError
+from capture.spill import SpilledMedia, SpillError, SpillReader
 
 
 @dataclass(slots=True)
@@ -62,17 +69,71 @@ def read_leg(leg: TrackedLeg, dialog: CallDialog, counters: collections.Counter[
         spool.release()
 
 
-def hand_on(
-    call: TrackedCall, ended_ns: int, grace_ns: int, counters: collections.Counter[str]
+def _deferred(leg: TrackedLeg, dialog: CallDialog) -> tuple[RtpPackets, SpilledMedia | None]:
+    """A leg's packets in memory, and what it has in the sink (handed on, not read, not discarded)."""
+    spool = leg.spool
+    if not spool.spilled or spool.sink is None:
+        return read_leg(leg, dialog, collections.Counter()), None
+    spilled = SpilledMedia(
+        spool.sink.location(spool.leg_key), tuple(spool.spilled), dialog.non_audio_payload_types
+    )
+    return (spool.join() if spool.chunks else RtpPackets.empty()), spilled
+
+
+def resolve_spilled(
+    call: CapturedCall, reader: SpillReader, counters: collections.Counter[str]
 ) -> CapturedCall:
-    """The :class:`CapturedCall` of a call that ended (its legs' pending packets already appended)."""
+    """``call`` with its legs' spilled packets read back (in front of those handed on in memory). Chunks
+    that cannot be read (damaged, tampered, a disk error) are counted (``spill_read_errors``), noted as
+    an event of the call and left out, as :func:`read_leg` does."""
+    legs = dict(call.legs)
+    events = list(call.events)
+    for direction, leg in call.legs.items():
+        spilled = leg.spilled
+        if spilled is None:
+            continue
+        try:
+            chunks = [reader.read_at(spilled.location, ref) for ref in spilled.refs]
+        except (SpillError, OSError) as exc:
+            counters["spill_read_errors"] += 1
+            lost = sum(ref.packets for ref in spilled.refs)
+            events.append(
+                CallEvent(
+                    call.ended_ns, "media", f"{lost} spilled media packets lost", detail=f"{direction}: {exc}"
+                )
+            )
+            chunks = []
+        older = (
+            drop_payload_types(join_chunks(chunks), spilled.drop_payload_types, counters) if chunks else None
+        )
+        packets = leg.packets if older is None else join_chunks([older, leg.packets])
+        if len(packets) > 1 and bool((np.diff(packets.ts_ns) < 0).any()):  # early media adopted late
+            packets = packets.select(np.argsort(packets.ts_ns, kind="stable"))
+        legs[direction] = replace(leg, packets=packets, spilled=None)
+    return replace(call, legs=legs, events=tuple(events))
+
+
+def hand_on(
+    call: TrackedCall,
+    ended_ns: int,
+    grace_ns: int,
+    counters: collections.Counter[str],
+    *,
+    defer_spilled: bool = False,
+) -> CapturedCall:
+    """The :class:`CapturedCall` of a call that ended (its legs' pending packets already appended);
+    with ``defer_spilled``, spilled chunks stay in the sink (see the module docstring)."""
     d = call.dialog
     legs = {}
     cutoff = None
     if d.terminal and d.ended_ns is not None:
         cutoff = d.ended_ns + grace_ns
     for direction, leg in call.legs.items():
-        packets = read_leg(leg, d, counters)
+        spilled = None
+        if defer_spilled:
+            packets, spilled = _deferred(leg, d)
+        else:
+            packets = read_leg(leg, d, counters)
         if cutoff is not None and len(packets) and int(packets.ts_ns[-1]) > cutoff:
             late = packets.ts_ns > cutoff
             counters["rtp_after_call_end"] += int(late.sum())
@@ -93,6 +154,7 @@ def hand_on(
             tuple(leg.destinations.values()),
             leg.rtcp_packets,
             encrypted=call.encrypted.get(receiver, False) or leg.zrtp,
+            spilled=spilled,
         )
     return CapturedCall(
         call_id=d.call_id,

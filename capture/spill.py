@@ -59,6 +59,28 @@ class SpillRef:
     payload_bytes: int
 
 
+@dataclass(frozen=True, slots=True)
+class SpilledMedia:
+    """A finished leg's older packets, left in the sink and handed on with the call, so that whoever saves
+    the call reads them back (a saver process: :func:`capture.handoff.resolve_spilled`) instead of the
+    capture loop. ``location`` is the sink's name for the leg's chunks (a file); the packets of
+    ``drop_payload_types`` are dropped once read, as they were from the packets kept in memory."""
+
+    location: str
+    refs: tuple[SpillRef, ...]
+    drop_payload_types: frozenset[int] = frozenset()
+
+    @property
+    def leg_key(self) -> str:
+        return self.refs[0].leg_key if self.refs else ""
+
+
+class SpillReader(Protocol):
+    """Reads chunks by location, with no state of the sink that wrote them (another process can)."""
+
+    def read_at(self, location: str, ref: SpillRef) -> RtpPackets: ...
+
+
 class SpillSink(Protocol):
     """Somewhere to put chunks of a leg's packets until the call ends.
 
@@ -67,6 +89,7 @@ class SpillSink(Protocol):
     * ``read`` returns the chunk as written; raises :class:`SpillError` (or :class:`OSError`) if it
       cannot, naming the file.
     * ``discard`` forgets every chunk of ``leg_key``; it never raises.
+    * ``location`` names where ``leg_key``'s chunks are, for a :class:`SpillReader`.
     """
 
     def write(self, leg_key: str, chunk: RtpPackets) -> SpillRef: ...
@@ -74,6 +97,8 @@ class SpillSink(Protocol):
     def read(self, ref: SpillRef) -> RtpPackets: ...
 
     def discard(self, leg_key: str) -> None: ...
+
+    def location(self, leg_key: str) -> str: ...
 
 
 def _narrowest(columns: npt.NDArray[np.int64]) -> list[int]:
@@ -164,6 +189,14 @@ class MemorySink:
     def discard(self, leg_key: str) -> None:
         self.chunks.pop(leg_key, None)
         self.discarded.append(leg_key)
+
+    def location(self, leg_key: str) -> str:
+        return f"memory:{leg_key}"
+
+    def read_at(self, location: str, ref: SpillRef) -> RtpPackets:
+        if location != self.location(ref.leg_key):
+            raise SpillError(f"memory sink: chunk {ref.index} of {ref.leg_key} is not in {location}")
+        return self.read(ref)
 
     @property
     def stored_bytes(self) -> int:

@@ -58,6 +58,8 @@ class TrackerConfig:
     unsignalled_min_s: float = 0.3
     unsignalled_max_streams: int = 10_000
     sip_ports: frozenset[int] = frozenset()  # SIP only to/from these ports (empty: any port, by content)
+    # spilled media handed on unread, for a saver to read (capture.handoff): a live capture's setting
+    defer_spilled: bool = False
 
 
 class CallTracker:
@@ -104,7 +106,9 @@ class CallTracker:
         media in memory (counted: ``spill_write_errors``) and ends this round."""
         self._split_pending()
         moved = 0
-        legs = (leg for call in self._calls.values() for leg in call.legs.values())
+        # calls in progress only: a chunk spilled is then never later than its call's end (capture.handoff)
+        calls = (call for call in self._calls.values() if not call.dialog.terminal)
+        legs = (leg for call in calls for leg in call.legs.values())
         for leg in legs:
             if leg.spool.resident_bytes <= min_bytes:
                 continue
@@ -450,7 +454,8 @@ class CallTracker:
         self._side.release(call.legs[CALLER_TO_CALLEE].leg_id)
         ended = d.ended_ns if d.ended_ns is not None else max(d.last_sip_ns, self._last_media_ns(call))
         self.counters["calls_finished"] += 1
-        captured = hand_on(call, ended, int(self.config.after_end_grace_s * NS), self.counters)
+        grace_ns = int(self.config.after_end_grace_s * NS)
+        captured = hand_on(call, ended, grace_ns, self.counters, defer_spilled=self.config.defer_spilled)
         if self._unclaimed.sink is not None:
             self._unclaimed.sink.note_signalled(captured)  # its SSRCs seen behind a relay are not calls
         return captured

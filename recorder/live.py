@@ -17,7 +17,7 @@ One loop, one process::
   one stays. New rules, modes and retention apply to calls that end after the reload; capture
   timeouts to calls that start after a restart.
 * **Crash** (kill -9, power loss): every frame is written to a sealed journal (:mod:`recorder.journal`)
-  and flushed every second, by a thread of its own (:mod:`recorder.journalwriter`). The next start
+  and flushed every 0.25 s, by a thread of its own (:mod:`recorder.journalwriter`). The next start
   replays what is left of it: calls already in the catalogue are skipped, calls that had ended are
   recorded, calls that were in progress are recorded up to the last flushed second and marked
   "recovered after a crash".
@@ -35,7 +35,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +67,12 @@ LIVE_TIMEOUT_CHECK_S = 0.1
 INTERRUPTED = "interrupted by shutdown"
 RECOVERED = "recovered after a crash"
 JOURNAL_KEY = "journal.key"
-SPILL_KEEP_RECENT_NS = 10 * NS  # media of calls in progress older than this goes to the sealed spill
-SPILL_MIN_BYTES = 256 * 1024  # per leg; below this nothing is spilled (about 32 s of G.711)
+# Once a second, media of calls in progress older than this goes to the sealed spill (recorder.spill), for
+# each leg holding more than SPILL_MIN_BYTES: memory per call stays at about two seconds of media; the
+# savers read the spilled part back (capture.handoff.resolve_spilled), not the loop
+SPILL_KEEP_RECENT_NS = 1 * NS
+SPILL_MIN_BYTES = 8 * 1024
+JOURNAL_FLUSH_S = 0.25  # frames copied out of the ring wait this long for the journal's thread
 
 
 @dataclass(slots=True)
@@ -115,13 +119,14 @@ class CaptureService:
         self.counts = LiveCounts()
         self.commands: dict[str, list[Signal]] = {}  # Call-ID -> asked through the control socket
         self.unsaved: set[tuple[str, int]] = set()  # (Call-ID, start) handed to the saver, not committed
+        self.spilled_legs: dict[tuple[str, int], list[str]] = {}  # handed to the saver with spilled media
         self.saver_state: dict[str, Any] = {"waiting": 0, "pending": 0, "last_error": "", "lost": 0}
         self.last_error = ""
         self._stop_reason = ""
         self._reload = False
         self.clock_offset_ns = 0  # capture clock minus wall clock (0 live; a replay's own time)
         self._started = time.monotonic()
-        self._next = {"status": 0.0}
+        self._next = {"status": 0.0, "journal": 0.0}
         self._rate = (time.monotonic(), 0)
         self._reported = {"over_limit": 0, "drops": 0}  # what was logged already
         self.pps = 0.0
@@ -148,19 +153,21 @@ class CaptureService:
                 )
             self.journal = JournalWriter(Journal(directory, key))
         self.frames = FrameDecoder()
-        self.tracker = CallTracker(self._tracker_config(self.config))
+        self.tracker = CallTracker(replace(self._tracker_config(self.config), defer_spilled=True))
+        self.spill = SealedSpill(self.home.spool / "calls", log=self.log)
+        if removed := self.spill.clear():  # a crashed run's: the journal recovered its calls, its key is gone
+            self.log(f"removed {removed} spill file(s) left by a capture that did not stop cleanly")
         limits = {
             "max_waiting": self.options.max_waiting_calls,
             "free_space_floor": self.options.free_space_floor,
         }
         self.saver: SaverPool | InlineSaver = (
-            SaverPool(self.home.root, self.config, processes=self.options.savers, **limits)
+            SaverPool(
+                self.home.root, self.config, processes=self.options.savers, spill_key=self.spill.key, **limits
+            )
             if self.options.saver == "process"
-            else InlineSaver(self.home.root, self.config, **limits)
+            else InlineSaver(self.home.root, self.config, spill_key=self.spill.key, **limits)
         )
-        self.spill = SealedSpill(self.home.spool / "calls", log=self.log)
-        if removed := self.spill.clear():  # a crashed run's: the journal recovered its calls, its key is gone
-            self.log(f"removed {removed} spill file(s) left by a capture that did not stop cleanly")
         self.control: ControlServer | None = None
         if self.options.control_path is not None:
             self.control = ControlServer(self.options.control_path, lambda m, p: handle_request(self, m, p))
@@ -221,6 +228,9 @@ class CaptureService:
         """Hand a finished call to the saver (what happens to it comes back in :meth:`_take`)."""
         commands = tuple(self.commands.pop(call.call_id, []))
         self.unsaved.add((call.call_id, call.started_ns))
+        spilled = [leg.spilled.leg_key for leg in call.legs.values() if leg.spilled is not None]
+        if spilled:  # the saver reads them; discarded when it says the call is saved
+            self.spilled_legs[(call.call_id, call.started_ns)] = spilled
         job = SaveJob(call, self.options.source_name, commands, end_reason)
         self.saver.send("save", job)
 
@@ -231,6 +241,9 @@ class CaptureService:
             if kind == "log":
                 self.log(value)
             elif kind == "saved":
+                for leg_key in self.spilled_legs.pop((value["call_id"], value["started_ns"]), ()):
+                    self.spill.discard(leg_key)
+                self.tracker.counters.update(value.get("counters") or {})
                 outcome = value["outcome"]
                 if outcome == "recorded":
                     self.counts.recorded += 1
@@ -260,6 +273,9 @@ class CaptureService:
     def _periodic(self) -> None:
         now = time.monotonic()
         self._take(self.saver.poll())
+        if self.journal is not None and now >= self._next["journal"]:
+            self._next["journal"] = now + JOURNAL_FLUSH_S
+            self.journal.flush()
         if now >= self._next["status"]:
             self._next["status"] = now + STATUS_INTERVAL_S
             self._every_second(now)
@@ -288,7 +304,6 @@ class CaptureService:
             starts = [d.started_ns for d in self.tracker.in_progress()] + [start for _, start in self.unsaved]
             now_ns = time.time_ns() + self.clock_offset_ns
             self.journal.prune(min(starts, default=now_ns) - PRUNE_MARGIN_NS)
-            self.journal.flush()
         # a call's older media goes to a sealed file: memory per call stays bounded however long it lasts
         self.tracker.spill(self.spill, keep_recent_ns=SPILL_KEEP_RECENT_NS, min_bytes=SPILL_MIN_BYTES)
         self.notifier.status(status_line(self))
@@ -326,13 +341,13 @@ class CaptureService:
         self.notifier.stopping()
         reason = self._stop_reason or "end of input"
         in_progress = self.tracker.flush()
-        self.spill.clear()
         for call in in_progress:
             marked = INTERRUPTED if call.end_reason.startswith("end of capture") else None
             if marked:
                 self.counts.interrupted += 1
             self._save(call, marked)
         final = self._take(self.saver.stop()) or {}
+        self.spill.clear()  # after the savers: they read the spilled media of the calls they saved
         clean = not final.get("waiting") and not final.get("pending") and not self.unsaved
         if self.journal is not None:
             self.journal.close()

@@ -32,9 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from capture.calls import CapturedCall
+from capture.handoff import resolve_spilled
 from recorder.config import Config
 from recorder.modes import Signal
 from recorder.saving import CallSaver, SaveTotals, StorageUnavailable
+from recorder.spill import SpillFiles
 from store.catalogue import Catalogue
 from store.errors import StoreError
 from store.home import Home
@@ -62,9 +64,17 @@ class SavingEngine:
     at least every :data:`COMMIT_INTERVAL_S`."""
 
     def __init__(
-        self, home_root: Path, config: Config, emit: Emit, *, max_waiting: int, free_space_floor: int
+        self,
+        home_root: Path,
+        config: Config,
+        emit: Emit,
+        *,
+        max_waiting: int,
+        free_space_floor: int,
+        spill_key: bytes | None = None,
     ):
         self.home = Home(home_root)
+        self.spill = SpillFiles(spill_key) if spill_key is not None else None
         vault = Vault(KeyDirectory(self.home.keys), self.home.recording_store())
         self.catalogue = Catalogue(self.home.catalogue_path)
         self.counts = SaveTotals()
@@ -88,6 +98,9 @@ class SavingEngine:
 
     def _save(self, job: SaveJob) -> bool:
         call = job.call
+        counters: collections.Counter[str] = collections.Counter()
+        if self.spill is not None:  # the chunks stay in their files until the capture hears "saved"
+            call = resolve_spilled(call, self.spill, counters)
         try:
             saved = self.saver.save(call, job.source, commands=job.commands, end_reason=job.end_reason)
         except StorageUnavailable as exc:
@@ -136,6 +149,7 @@ class SavingEngine:
                     "started_ns": call.started_ns,
                     "outcome": outcome,
                     "reason": row.get("not_recorded"),
+                    "counters": dict(counters),
                 },
             )
         )
@@ -229,7 +243,7 @@ class SavingEngine:
         return state
 
 
-def _run(home_root: str, config: Config, options: dict[str, int], jobs: Any, results: Any) -> None:
+def _run(home_root: str, config: Config, options: dict[str, Any], jobs: Any, results: Any) -> None:
     """The saver process: engine messages from ``jobs`` until ``stop``, or until the capture is gone
     (killed: its journal recovers the calls at the next start; what was saved here is committed)."""
     engine = SavingEngine(Path(home_root), config, results.put, **options)
@@ -253,11 +267,19 @@ def _run(home_root: str, config: Config, options: dict[str, int], jobs: Any, res
 class SaverProcess:
     """The engine in a child process; :meth:`poll` returns its messages (never blocks)."""
 
-    def __init__(self, home_root: Path, config: Config, *, max_waiting: int, free_space_floor: int) -> None:
+    def __init__(
+        self,
+        home_root: Path,
+        config: Config,
+        *,
+        max_waiting: int,
+        free_space_floor: int,
+        spill_key: bytes | None = None,
+    ) -> None:
         context = multiprocessing.get_context("spawn")
         self.jobs = context.Queue()
         self.results = context.Queue()
-        options = {"max_waiting": max_waiting, "free_space_floor": free_space_floor}
+        options = {"max_waiting": max_waiting, "free_space_floor": free_space_floor, "spill_key": spill_key}
         self.process = context.Process(
             target=_run, args=(str(home_root), config, options, self.jobs, self.results), name="callrec-saver"
         )
@@ -315,12 +337,25 @@ class SaverPool:
     disk or waiting for storage does not hold up the others' calls; configuration goes to all."""
 
     def __init__(
-        self, home_root: Path, config: Config, *, max_waiting: int, free_space_floor: int, processes: int = 2
+        self,
+        home_root: Path,
+        config: Config,
+        *,
+        max_waiting: int,
+        free_space_floor: int,
+        spill_key: bytes | None = None,
+        processes: int = 2,
     ) -> None:
         if processes < 1:
             raise ValueError("a saver pool needs at least one process")
         self.savers = [
-            SaverProcess(home_root, config, max_waiting=max_waiting, free_space_floor=free_space_floor)
+            SaverProcess(
+                home_root,
+                config,
+                max_waiting=max_waiting,
+                free_space_floor=free_space_floor,
+                spill_key=spill_key,
+            )
             for _ in range(processes)
         ]
         self.outstanding = [0] * processes
@@ -375,7 +410,15 @@ class SaverPool:
 class InlineSaver:
     """The engine in the capture's own process (``--saver inline``): simpler, slower under load."""
 
-    def __init__(self, home_root: Path, config: Config, *, max_waiting: int, free_space_floor: int) -> None:
+    def __init__(
+        self,
+        home_root: Path,
+        config: Config,
+        *,
+        max_waiting: int,
+        free_space_floor: int,
+        spill_key: bytes | None = None,
+    ) -> None:
         self._messages: list[Message] = []
         self.engine = SavingEngine(
             home_root,
@@ -383,6 +426,7 @@ class InlineSaver:
             self._messages.append,
             max_waiting=max_waiting,
             free_space_floor=free_space_floor,
+            spill_key=spill_key,
         )
 
     def send(self, kind: str, value: Any) -> None:

@@ -15,14 +15,15 @@ another file or position, replayed or cut is rejected (:class:`~capture.spill.Sp
 file). Files are written with ``pwrite`` at the end this process knows, so a torn write (disk full
 half-way) is overwritten by the next chunk; nothing is ``fsync``-ed: the spill is not for durability.
 
-Threat model. Unlike the journal (:mod:`recorder.journal`), a spill is never read by another process:
-after a crash the journal recovers the calls in progress and the spills are useless, so :meth:`clear`
-deletes them at the next start. So the key is *ephemeral*: 32 random bytes made when the sink is
-created, held only in the capture process's memory, never written anywhere. A copy of the spill
-directory (a backup, a disk pulled from the appliance, a file left by a crash) is unreadable by anyone,
-including someone who can read the whole state directory as the callrec user afterwards; only someone
-who can read the live process's memory can read the spill, and they could read the calls' media there
-anyway. The files are 0600 in a 0700 directory.
+Threat model. Unlike the journal (:mod:`recorder.journal`), a spill outlives no run: after a crash
+the journal recovers the calls in progress and the spills are useless, so :meth:`clear` deletes them at
+the next start. So the key is *ephemeral*: 32 random bytes made when the sink is created, held only in
+the memory of the capture process and of its saver processes (:class:`SpillFiles`: they read a finished
+call's chunks; the key reaches them through the pipe that starts them), never written anywhere. A copy
+of the spill directory (a backup, a disk pulled from the appliance, a file left by a crash) is
+unreadable by anyone, including someone who can read the whole state directory as the callrec user
+afterwards; only someone who can read those processes' memory can read the spill, and they could read
+the calls' media there anyway. The files are 0600 in a 0700 directory.
 
 Disk errors. The spill is an optimisation: :meth:`SealedSpill.write` raising :class:`OSError` (ENOSPC,
 EROFS, EIO, or ``budget_bytes`` reached) leaves the chunk in the tracker's memory; failures are counted
@@ -103,6 +104,7 @@ class SealedSpill:
         self.directory = Path(directory)
         self.budget_bytes = budget_bytes
         self.log = log
+        self._key = key
         self._aead = AESGCM(key)
         self._legs: dict[str, _LegFile] = {}
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -157,32 +159,7 @@ class SealedSpill:
         leg = self._legs.get(ref.leg_key)
         if leg is None:
             raise SpillError(f"no spill file for {ref.leg_key} in {self.directory} (discarded?)")
-        path = leg.path
-        if leg.fd is not None:
-            data = os.pread(leg.fd, ref.length, ref.offset)
-        else:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            try:
-                data = os.pread(fd, ref.length, ref.offset)
-            finally:
-                os.close(fd)
-        where = f"spill file {path}, chunk {ref.index} at byte {ref.offset}"
-        if len(data) != ref.length:
-            raise SpillError(f"{where}: cut short ({len(data)} of {ref.length} bytes)")
-        mark, index, length = _RECORD.unpack_from(data)
-        if mark != MARK or index != ref.index or _RECORD.size + NONCE_BYTES + length != ref.length:
-            raise SpillError(f"{where}: damaged record head")
-        nonce = data[_RECORD.size : _RECORD.size + NONCE_BYTES]
-        try:
-            plain = self._aead.decrypt(nonce, data[_RECORD.size + NONCE_BYTES :], _aad(ref.leg_key, index))
-        except InvalidTag:
-            raise SpillError(f"{where}: failed authentication (damaged or tampered with)") from None
-        try:
-            chunk = decode_chunk(plain)
-        except SpillError as exc:
-            raise SpillError(f"{where}: {exc}") from None
-        if len(chunk) != ref.packets:
-            raise SpillError(f"{where}: {len(chunk)} packets, {ref.packets} were written")
+        chunk = _read_record(self._aead, leg.path, ref, leg.fd)
         self._stats.chunks_read += 1
         self._stats.bytes_read += ref.length
         return chunk
@@ -206,6 +183,18 @@ class SealedSpill:
             leg.path.unlink(missing_ok=True)
         except OSError as exc:  # never raises: clear() at the next start removes it
             self._stats.last_error = f"cannot delete {leg.path}: {exc.strerror or exc}"
+
+    def location(self, leg_key: str) -> str:
+        """The file of ``leg_key``'s chunks, for a :class:`SpillFiles` reader in another process."""
+        leg = self._legs.get(leg_key)
+        if leg is None:
+            raise SpillError(f"no spill file for {leg_key} in {self.directory}")
+        return str(leg.path)
+
+    @property
+    def key(self) -> bytes:
+        """The ephemeral key, for the capture's own saver processes only (never written anywhere)."""
+        return self._key
 
     def path_of(self, leg_key: str) -> Path | None:
         """The file a leg's chunks are in (None: nothing written, or discarded)."""
@@ -264,6 +253,48 @@ class SealedSpill:
             s.bytes_on_disk,
             s.last_error,
         )
+
+
+class SpillFiles:
+    """Reads chunks that a :class:`SealedSpill` with the same key wrote, by file (a
+    :class:`capture.spill.SpillReader`): the capture's saver processes read a finished call's spilled
+    media themselves. Holds no state but the key; opens the file for each chunk."""
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = AESGCM(key)
+
+    def read_at(self, location: str, ref: SpillRef) -> RtpPackets:
+        return _read_record(self._aead, Path(location), ref, None)
+
+
+def _read_record(aead: AESGCM, path: Path, ref: SpillRef, fd: int | None) -> RtpPackets:
+    """One chunk, checked (length, record head, authentication, packet count): :class:`SpillError`."""
+    if fd is not None:
+        data = os.pread(fd, ref.length, ref.offset)
+    else:
+        own = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            data = os.pread(own, ref.length, ref.offset)
+        finally:
+            os.close(own)
+    where = f"spill file {path}, chunk {ref.index} at byte {ref.offset}"
+    if len(data) != ref.length:
+        raise SpillError(f"{where}: cut short ({len(data)} of {ref.length} bytes)")
+    mark, index, length = _RECORD.unpack_from(data)
+    if mark != MARK or index != ref.index or _RECORD.size + NONCE_BYTES + length != ref.length:
+        raise SpillError(f"{where}: damaged record head")
+    nonce = data[_RECORD.size : _RECORD.size + NONCE_BYTES]
+    try:
+        plain = aead.decrypt(nonce, data[_RECORD.size + NONCE_BYTES :], _aad(ref.leg_key, index))
+    except InvalidTag:
+        raise SpillError(f"{where}: failed authentication (damaged or tampered with)") from None
+    try:
+        chunk = decode_chunk(plain)
+    except SpillError as exc:
+        raise SpillError(f"{where}: {exc}") from None
+    if len(chunk) != ref.packets:
+        raise SpillError(f"{where}: {len(chunk)} packets, {ref.packets} were written")
+    return chunk
 
 
 def _checked(leg_key: str) -> str:

@@ -3,6 +3,7 @@ sink (recorder.spill), disk errors, and the memory bound it buys."""
 
 from __future__ import annotations
 
+import collections
 import errno
 import os
 from collections.abc import Iterator
@@ -16,12 +17,13 @@ from hypothesis import strategies as st
 
 from capture.calls import CapturedCall
 from capture.frames import FrameDecoder
+from capture.handoff import resolve_spilled
 from capture.media import LegSpool, RtpPackets
 from capture.packets import PacketBatch
 from capture.pcapfile import read_batches
 from capture.spill import MemorySink, SpillError, SpillSink, decode_chunk, encode_chunk
-from capture.tracker import CallTracker
-from recorder.spill import SUFFIX, SealedSpill
+from capture.tracker import CallTracker, TrackerConfig
+from recorder.spill import SUFFIX, SealedSpill, SpillFiles
 
 ROOT = Path(__file__).resolve().parent.parent
 LAB_PCAP = ROOT / "pcaps" / "lab" / "lab_pcmu_12s.pcap"
@@ -213,8 +215,9 @@ def _track(
     sink: SpillSink | None = None,
     keep_recent_ns: int = 200 * MS,
     min_bytes: int = 0,
+    defer: bool = False,
 ) -> tuple[list[CapturedCall], CallTracker]:
-    frames, tracker = FrameDecoder(), CallTracker()
+    frames, tracker = FrameDecoder(), CallTracker(TrackerConfig(defer_spilled=defer))
     calls: list[CapturedCall] = []
     for batch in batches:
         calls += tracker.feed(frames.decode(batch))
@@ -295,6 +298,46 @@ def test_tracker_notes_spilled_media_that_cannot_be_read(
     events = [e for c in calls for e in c.events if "spilled media packets lost" in e.summary]
     assert len(events) == 1 and "failed authentication" in events[0].detail and SUFFIX in events[0].detail
     assert all(p.stat().st_size == 0 for p in (tmp_path / "calls").iterdir())  # emptied for reuse
+
+
+def test_deferred_spilled_media_is_read_back_by_whoever_saves_the_call(
+    lab_batches: list[PacketBatch], tmp_path: Path
+) -> None:
+    reference, _ = _track(lab_batches)
+    sink = SealedSpill(tmp_path / "calls", log=lambda _: None)
+    calls, tracker = _track(lab_batches, sink, keep_recent_ns=1 * S, min_bytes=0, defer=True)
+    spilled = [leg.spilled for c in calls for leg in c.legs.values() if leg.spilled is not None]
+    assert spilled and tracker.counters["spilled_packets"] == sum(r.packets for m in spilled for r in m.refs)
+    assert sink.stats().chunks_read == 0 and sink.stats().files == len(spilled)  # not read, not discarded
+    # another process: a reader with the key alone, by file
+    reader, counters = SpillFiles(sink.key), collections.Counter[str]()
+    resolved = [resolve_spilled(c, reader, counters) for c in calls]
+    assert all(leg.spilled is None for c in resolved for leg in c.legs.values())
+    assert_same_calls(resolved, reference)
+    assert not counters
+    for media in spilled:
+        sink.discard(media.leg_key)
+    assert sink.stats().files == 0 and sink.stats().bytes_on_disk == 0
+
+
+def test_deferred_spilled_media_that_cannot_be_read_is_noted_in_the_call(
+    lab_batches: list[PacketBatch], tmp_path: Path
+) -> None:
+    sink = SealedSpill(tmp_path / "calls", log=lambda _: None)
+    calls, _ = _track(lab_batches, sink, keep_recent_ns=1 * S, min_bytes=0, defer=True)
+    call = next(c for c in calls if any(leg.spilled for leg in c.legs.values()))
+    direction, leg = next((d, leg) for d, leg in call.legs.items() if leg.spilled is not None)
+    assert leg.spilled is not None
+    _flip(Path(leg.spilled.location), leg.spilled.refs[0].offset + 40)
+    counters = collections.Counter[str]()
+    resolved = resolve_spilled(call, SpillFiles(sink.key), counters)
+    assert counters["spill_read_errors"] == 1
+    assert_same_packets(resolved.legs[direction].packets, leg.packets)  # the part in memory stays
+    lost = sum(r.packets for r in leg.spilled.refs)
+    notes = [e for e in resolved.events if e.summary == f"{lost} spilled media packets lost"]
+    assert len(notes) == 1 and direction in notes[0].detail and "failed authentication" in notes[0].detail
+    with pytest.raises(SpillError, match="another key|failed authentication"):
+        SpillFiles(b"\x01" * 32).read_at(leg.spilled.location, leg.spilled.refs[-1])
 
 
 # -- the sealed sink --------------------------------------------------------------------------------
