@@ -28,5 +28,16 @@ def row_view(buf: U8, width: int) -> U8:
 
 def rows(buf: U8, starts: npt.NDArray[np.int64], width: int) -> U8:
     """Copies of ``width`` bytes at each start: shape ``(len(starts), width)``. Every start must
-    leave ``width`` bytes in ``buf`` (capture buffers are padded for this)."""
-    return row_view(buf, width)[starts]
+    leave ``width`` bytes in ``buf`` (capture buffers are padded for this).
+
+    The windows are gathered as opaque ``width``-byte items (a void view), which numpy copies with
+    one ``memcpy`` each: about twice as fast as rows of a ``uint8`` window view for short rows."""
+    n = buf.shape[0] - width + 1
+    if n <= 0 or width <= 0:
+        return row_view(buf, width)[starts]
+    if buf.ndim != 1 or buf.dtype != np.uint8:
+        raise TypeError("rows needs a 1-D uint8 array")
+    if not buf.flags.c_contiguous:
+        buf = np.ascontiguousarray(buf)
+    items = np.ndarray((n,), dtype=np.dtype((np.void, width)), buffer=buf, strides=(1,))
+    return items[starts].view(np.uint8).reshape(-1, width)

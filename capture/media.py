@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from capture.gather import row_view
+from capture.gather import rows as gather_rows
 
 if TYPE_CHECKING:
     from capture.spill import SpillRef, SpillSink
@@ -162,7 +162,7 @@ def _rows(buf: npt.NDArray[np.uint8], starts: I64, width: int) -> npt.NDArray[np
     limit = buf.shape[0] - width
     if starts.shape[0] and int(starts.max()) > limit:
         buf = np.concatenate((buf, np.zeros(int(starts.max()) - limit, dtype=np.uint8)))
-    return row_view(buf, width)[starts]
+    return gather_rows(buf, starts, width)
 
 
 @dataclass(slots=True)
@@ -281,22 +281,26 @@ class MediaLog:
 
     def split(self) -> list[tuple[int, RtpPackets]]:
         """Everything pending as ``(leg id, packets in arrival order)``, one piece per leg; empties
-        the log."""
+        the log. The whole log is put in leg order at once (one stable sort, one gather per column
+        and one of the payloads); each leg then copies its own contiguous slice, so that no leg's
+        piece keeps the others' memory alive."""
         if not self._chunks:
             return []
+        chunks = [packets for _, packets in self._chunks]
         legs = np.concatenate([leg for leg, _ in self._chunks])
-        joined = LegSpool()
-        for _, packets in self._chunks:
-            joined.append(packets)
-        packets = joined.join()
-        self._chunks.clear()
+        self._chunks = []
         self.count = self.payload_bytes = 0
-        order = np.argsort(legs, kind="stable")
+        order = _leg_order(legs)
         sorted_legs = legs[order]
+        columns = _sorted_columns(chunks, order)
+        joined = chunks[0].payload if len(chunks) == 1 else np.concatenate([c.payload for c in chunks])
         bounds = np.flatnonzero(sorted_legs[1:] != sorted_legs[:-1]) + 1
-        starts = np.concatenate(([0], bounds)).tolist()
-        ends = np.concatenate((bounds, [sorted_legs.shape[0]])).tolist()
-        return [(int(sorted_legs[s]), packets.take(order[s:e])) for s, e in zip(starts, ends, strict=True)]
+        starts = [0, *bounds.tolist()]
+        ends = [*bounds.tolist(), int(sorted_legs.shape[0])]
+        return [
+            (leg_id, _piece(columns[:, s:e], joined))
+            for leg_id, s, e in zip(sorted_legs[starts].tolist(), starts, ends, strict=True)
+        ]
 
     def take(self, leg_id: int) -> list[RtpPackets]:
         """Copies of one leg's pending packets (the log keeps its rows until the next split)."""
@@ -306,3 +310,48 @@ class MediaLog:
             if rows.shape[0]:
                 out.append(packets.take(rows))
         return out
+
+
+# Rows of the stacked integer columns of :meth:`MediaLog.split`.
+_TS, _SEQ, _RTP_TS, _SSRC, _PT, _MARKER, _LENGTHS, _STARTS = range(8)
+
+
+def _leg_order(legs: I64) -> I64:
+    """Stable order of ``legs`` (a radix sort when the ids span less than 65536)."""
+    if legs.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    lo, hi = int(legs.min()), int(legs.max())
+    if lo >= 0 and hi - lo < 1 << 16:
+        return np.argsort((legs - lo).astype(np.uint16), kind="stable")
+    return np.argsort(legs, kind="stable")
+
+
+def _sorted_columns(chunks: list[RtpPackets], order: I64) -> I64:
+    """The integer columns of ``chunks`` joined, stacked (rows ``_TS`` .. ``_STARTS``) and put in
+    ``order``; ``_STARTS`` is each payload's start in the chunks' payloads joined."""
+    n = int(order.shape[0])
+    joined = np.empty((8, n), dtype=np.int64)
+    names = ("ts_ns", "seq", "rtp_ts", "ssrc", "payload_type", "marker", "payload_lengths")
+    for row, name in enumerate(names):
+        np.concatenate([getattr(c, name) for c in chunks], out=joined[row], casting="unsafe")
+    shifts = np.cumsum([0] + [int(c.payload.shape[0]) for c in chunks[:-1]])
+    np.concatenate([c.payload_offsets + s for c, s in zip(chunks, shifts, strict=True)], out=joined[_STARTS])
+    return joined[:, order]
+
+
+def _piece(columns: I64, joined: npt.NDArray[np.uint8]) -> RtpPackets:
+    """One leg's packets from its slice of the sorted columns, payloads gathered out of ``joined``
+    (the leg owns its memory: nothing of the other legs' is kept alive)."""
+    own = np.array(columns[:_STARTS])  # rows _TS .. _LENGTHS, one block
+    payload, offsets = gather_payloads(joined, columns[_STARTS], own[_LENGTHS])
+    return RtpPackets(
+        own[_TS],
+        own[_SEQ],
+        own[_RTP_TS],
+        own[_SSRC],
+        own[_PT],
+        own[_MARKER] != 0,
+        payload,
+        offsets,
+        own[_LENGTHS],
+    )

@@ -38,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from capture.errors import ParseError, Truncated, UnsupportedFormat
-from capture.gather import row_view
+from capture.gather import rows as gather_rows
 from capture.packets import BUFFER_PADDING, PacketBatch
 
 DEFAULT_BATCH_BYTES = 4 << 20
@@ -138,7 +138,7 @@ class Walker(Protocol):
 def header_rows(buf: bytearray, end: int, starts: I64, width: int, dtype: str) -> npt.NDArray[np.uint32]:
     """Rows of ``width`` bytes at ``starts`` viewed as 32-bit words of ``dtype`` byte order."""
     arr = np.frombuffer(buf, dtype=np.uint8, count=end)
-    rows = row_view(arr, width)[starts]
+    rows = gather_rows(arr, starts, width)
     return rows.view(dtype).astype(np.uint32)
 
 
@@ -200,7 +200,7 @@ class _PcapWalker:
                 fit = min(k, (end - pos) // step)
                 if fit > 1:
                     predicted = np.arange(pos, pos + fit * step, step, dtype=np.int64)
-                    lengths = row_view(words, 4)[predicted + 8].view(self._dtype)[:, 0]
+                    lengths = gather_rows(words, predicted + 8, 4).view(self._dtype)[:, 0]
                     miss = np.flatnonzero(lengths != caplen)
                     good = int(miss[0]) if miss.shape[0] else fit
                     if good:

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from capture.errors import ParseError, Truncated
-from capture.gather import row_view
+from capture.gather import rows as gather_rows
 from capture.media import RtpPackets, gather_payloads
 
 RTP_VERSION = 2
@@ -117,7 +117,7 @@ def parse_rtp_columns(
     if n == 0:
         return RtpPackets.empty(), np.zeros(0, dtype=np.bool_)
     buf = np.frombuffer(buffer, dtype=np.uint8)
-    raw = row_view(buf, RTP_HEADER_LEN)[offsets]  # (n, 12) uint8, C-contiguous
+    raw = gather_rows(buf, offsets, RTP_HEADER_LEN)  # (n, 12) uint8, C-contiguous
     b0 = raw[:, 0].astype(np.int64)
     b1 = raw[:, 1].astype(np.int64)
     cc = b0 & 0x0F
@@ -178,7 +178,7 @@ def classify_payloads(
 ) -> PayloadKinds:
     """Sort every payload of a batch at once (numpy over the first bytes; the buffer is padded)."""
     buf = np.frombuffer(buffer, dtype=np.uint8)
-    head = row_view(buf, 8)[offsets]
+    head = gather_rows(buf, offsets, 8)
     b0, b1 = head[:, 0], head[:, 1]
     v2 = (b0 >> 6) == RTP_VERSION
     rtcp = v2 & (b1 >= RTCP_TYPE_MIN) & (b1 <= RTCP_TYPE_MAX) & (lengths >= 8)

@@ -14,6 +14,7 @@ import click
 
 from cli.audio import calls_export, calls_play, calls_plot
 from cli.context import Context
+from cli.lazy import LazyGroup
 from cli.output import call_json, call_text, calls_csv, calls_table, dumps
 from store.errors import IntegrityError, NotFound
 from store.query import DIRECTIONS, CallFilter
@@ -24,7 +25,15 @@ STATES = (
 )  # fmt: skip
 
 
-@click.group()
+# calls in progress, through the live capture's control socket (cli.capture): imported when used
+_LIVE_COMMANDS = {
+    "record": "cli.capture:calls_record",
+    "pause": "cli.capture:calls_pause",
+    "resume": "cli.capture:calls_resume",
+}
+
+
+@click.group(cls=LazyGroup, lazy=_LIVE_COMMANDS)
 def calls() -> None:
     """Search, inspect, verify and export recorded calls.
 

@@ -10,29 +10,40 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from capture.errors import ParseError
-from cli.audit import audit
-from cli.calls import calls
-from cli.capture import calls_pause, calls_record, calls_resume, capture, status
-from cli.config import config_group, rules_group
-from cli.context import Context
-from cli.keys import keys
-from cli.output import call_json, dumps
-from cli.portal import portal
-from cli.retention import hold, retention
-from cli.users import users
-from recorder.config import load_for_home
-from recorder.pipeline import ImportReport, check_captures, import_captures
+from cli.lazy import LazyGroup
 from store.errors import StoreError
-from store.home import default_home
+
+if TYPE_CHECKING:
+    from cli.context import Context
+    from recorder.pipeline import ImportReport
+
+# Imported when used: `callrec import` does not load the live capture, the portal or the audio tools.
+_COMMANDS = {
+    "audit": "cli.audit:audit",
+    "calls": "cli.calls:calls",
+    "capture": "cli.capture:capture",
+    "config": "cli.config:config_group",
+    "hold": "cli.retention:hold",
+    "keys": "cli.keys:keys",
+    "portal": "cli.portal:portal",
+    "retention": "cli.retention:retention",
+    "rules": "cli.config:rules_group",
+    "status": "cli.capture:status",
+    "users": "cli.users:users",
+}
 
 
-class CallrecGroup(click.Group):
+class CallrecGroup(LazyGroup):
     """Maps library errors to one ``Error:`` line and exit code 1 (traceback only with --debug)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("lazy", _COMMANDS)
+        super().__init__(*args, **kwargs)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -73,6 +84,9 @@ def cli(ctx: click.Context, home: Path | None, as_user: str | None, debug: bool)
       callrec --home /srv/callrec import mirror-2026-11-28.pcap
       callrec --home /srv/callrec calls list --since 2026-11-28
     """
+    from cli.context import Context
+    from store.home import default_home
+
     ctx.obj = Context(home if home is not None else default_home(os.environ), as_user=as_user)
     ctx.call_on_close(ctx.obj.close)
 
@@ -96,6 +110,10 @@ def import_cmd(obj: Context, files: tuple[Path, ...], as_json: bool) -> None:
       callrec import mirror.pcap more.pcapng.gz
       callrec import --json call.pcap | jq '.[].id'
     """
+    from cli.output import call_json, dumps
+    from recorder.config import load_for_home
+    from recorder.pipeline import check_captures, import_captures
+
     check_captures(files)  # one unreadable file imports nothing, and creates nothing
     obj.catalogue(create=True)
     obj.allow("import")
@@ -153,12 +171,6 @@ def _details(
     if skipped:
         lines.append(f"{indent}packets skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())))
     return lines
-
-
-for group in (calls, keys, users, audit, retention, hold, config_group, rules_group, capture, status, portal):
-    cli.add_command(group)
-for command in (calls_record, calls_pause, calls_resume):
-    calls.add_command(command)
 
 
 def main() -> None:
