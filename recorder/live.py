@@ -32,6 +32,7 @@ One loop, one process::
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -176,6 +177,7 @@ class CaptureService:
             user=_os_user(), action="capture.start", detail={"source": self.options.source_name}
         )
         self.log(f"capture started on {self.options.source_name}; configuration: {self._config_files()}")
+        gc.freeze()  # what start-up made lives as long as the process: full collections need not walk it
         self.notifier.ready(status_line(self))
 
     @staticmethod
