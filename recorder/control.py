@@ -132,8 +132,9 @@ def _read_line(conn: socket.socket, deadline: float) -> bytes:
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError("no complete request line in time")
-        ready, _, _ = select.select([conn], [], [], left)
-        if not ready:
+        poller = select.poll()  # not select(): the capture holds thousands of descriptors (spill files)
+        poller.register(conn, select.POLLIN)
+        if not poller.poll(left * 1000):
             continue
         chunk = conn.recv(4096)
         if not chunk:

@@ -152,6 +152,7 @@ class Journal:
         self._pending_bytes = self._index = 0
         self.flush_when_full = True  # past max_chunk_bytes append flushes (JournalWriter does it itself)
         self._fd: int | None = None
+        self._unsynced = False  # the current segment has records not fdatasync-ed yet
         self._chunks = self._frames = self._dropped_chunks = self._dropped_frames = 0
         self._last_error: str | None = None
         self._failing = False
@@ -199,11 +200,12 @@ class Journal:
         self._pending, self._pending_bytes = [], 0
         return PlainChunk(parts, frames, int(ts.min()), int(ts.max()))
 
-    def write(self, chunk: PlainChunk) -> bool:
-        """Seal, write and fdatasync one chunk from :meth:`take`; whether it was written."""
+    def write(self, chunk: PlainChunk, *, sync: bool = True) -> bool:
+        """Seal, write and (unless told not to: :meth:`sync` later) fdatasync one chunk from :meth:`take`;
+        whether it was written."""
         parts, frames = chunk.parts, chunk.frames
         try:
-            why = self._write_chunk(parts, chunk.first_ts, chunk.last_ts)
+            why = self._write_chunk(parts, chunk.first_ts, chunk.last_ts, sync)
         except (OSError, StoreError) as exc:
             why = f"cannot write the journal {self.directory}: {getattr(exc, 'strerror', None) or exc}"
         if why is not None:
@@ -215,7 +217,17 @@ class Journal:
             log.warning("journal %s: writing again (%d chunks dropped)", self.directory, self._dropped_chunks)
         return True
 
-    def _write_chunk(self, plain: list[bytes], first_ts: int, last_ts: int) -> str | None:
+    def sync(self) -> None:
+        """fdatasync what :meth:`write` wrote without syncing (a failure is logged, like a failed write)."""
+        if self._fd is not None and self._unsynced:
+            try:
+                os.fdatasync(self._fd)
+            except OSError as exc:
+                self._last_error = f"cannot sync the journal {self.directory}: {exc.strerror or exc}"
+                log.error("journal: %s", self._last_error)
+            self._unsynced = False
+
+    def _write_chunk(self, plain: list[bytes], first_ts: int, last_ts: int, sync: bool = True) -> str | None:
         """Seal the pieces one by one (no copy of the whole chunk), write them in a new segment if due;
         returns why the chunk was not written, or None."""
         seg = self._segments[-1] if self._fd is not None else None
@@ -234,7 +246,9 @@ class Journal:
         head = _RECORD.pack(SYNC, index, record_bytes - RECORD_HEAD_BYTES)
         try:
             _write_all(self._fd, [head, _CRC.pack(zlib.crc32(head)), nonce, *sealed, seal.tag])
-            os.fdatasync(self._fd)
+            if sync:
+                os.fdatasync(self._fd)
+            self._unsynced = not sync
         except OSError:  # undo a partial record; failing that, leave the segment (replay skips the tail)
             try:
                 os.ftruncate(self._fd, seg.size)
@@ -268,6 +282,7 @@ class Journal:
         return seg, fd
 
     def _close_segment(self) -> None:
+        self.sync()
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._fd)

@@ -3,11 +3,12 @@
 Writing the journal in the capture loop stalled it: each flush seals a second of frames (20 MB at 100,000
 frames/s) and waits for ``fdatasync``, which on ext4 also waits for whatever the savers wrote meanwhile
 (hundreds of MB while a wave of hang-ups is being recorded). The ring filled up behind those stalls.
-So the loop only copies frames out of the ring (:meth:`Journal.append`) and, once a second, hands the
-chunk to this thread (:meth:`Journal.take`); the thread does the rest (:meth:`Journal.write`) and the
-pruning. AES-GCM and the system calls release the GIL, so the loop keeps reading meanwhile.
+So the loop only copies frames out of the ring (:meth:`Journal.append`) and, every quarter of a second,
+hands the chunk to this thread (:meth:`Journal.take`); the thread does the rest (:meth:`Journal.write`)
+and the pruning. Chunks that queued up while it waited for the disk are written one after the other and
+synced once. AES-GCM and the system calls release the GIL, so the loop keeps reading meanwhile.
 
-If the disk cannot keep up and :data:`MAX_QUEUED_CHUNKS` seconds wait already, a new chunk is dropped
+If the disk cannot keep up and :data:`MAX_QUEUED_CHUNKS` chunks wait already, a new chunk is dropped
 (counted and logged like any journal failure): the journal is for recovery after a crash, and never
 worth dropping frames from the ring. Only the thread touches the segments after start; the loop only
 reads the counters (:meth:`stats`).
@@ -23,7 +24,7 @@ from pathlib import Path
 from capture.packets import PacketBatch
 from recorder.journal import Journal, JournalStats, PlainChunk
 
-MAX_QUEUED_CHUNKS = 4
+MAX_QUEUED_CHUNKS = 16  # four seconds of frames at the capture's flush interval
 log = logging.getLogger(__name__)
 
 _Task = tuple[str, PlainChunk | int | None]
@@ -79,16 +80,30 @@ class JournalWriter:
 
     def _run(self) -> None:
         while True:
-            kind, value = self._tasks.get()
+            tasks = [self._tasks.get()]
+            while True:  # whatever queued up behind it: written one after the other, synced once
+                try:
+                    tasks.append(self._tasks.get_nowait())
+                except queue.Empty:
+                    break
             try:
-                if kind == "write" and isinstance(value, PlainChunk):
-                    self.journal.write(value)
-                elif kind == "prune" and isinstance(value, int):
-                    self.journal.prune(value)
-                elif kind == "close":
-                    self.journal.close()
-                    return
-            except Exception:  # the journal reports its own failures; anything else must not end the thread
-                log.exception("journal writer: %s failed", kind)
+                for n, (kind, value) in enumerate(tasks):
+                    if self._do(kind, value, last=n + 1 == len(tasks) or tasks[n + 1][0] != "write"):
+                        return
             finally:
-                self._tasks.task_done()
+                for _ in tasks:
+                    self._tasks.task_done()
+
+    def _do(self, kind: str, value: PlainChunk | int | None, *, last: bool) -> bool:
+        """One task (a write synced only if ``last`` of a run of writes); whether the thread ends."""
+        try:
+            if kind == "write" and isinstance(value, PlainChunk):
+                self.journal.write(value, sync=last)
+            elif kind == "prune" and isinstance(value, int):
+                self.journal.prune(value)
+            elif kind == "close":
+                self.journal.close()
+                return True
+        except Exception:  # the journal reports its own failures; anything else must not end the thread
+            log.exception("journal writer: %s failed", kind)
+        return False

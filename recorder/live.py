@@ -32,8 +32,10 @@ One loop, one process::
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+import resource
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -73,6 +75,7 @@ JOURNAL_KEY = "journal.key"
 # savers read the spilled part back (capture.handoff.resolve_spilled), not the loop
 SPILL_KEEP_RECENT_NS = 1 * NS
 SPILL_MIN_BYTES = 8 * 1024
+OPEN_FILES_WANTED = 65536
 JOURNAL_FLUSH_S = 0.25  # frames copied out of the ring wait this long for the journal's thread
 
 
@@ -138,6 +141,7 @@ class CaptureService:
         """Open the store, read the configuration (:class:`ConfigError` if it is broken), recover a
         crashed run's journal, open the control socket, tell systemd we are ready."""
         self.home.open(create=True)
+        _raise_open_files_limit()
         self.config = self.load_config()
         vault = Vault(KeyDirectory(self.home.keys), self.home.recording_store())
         vault.check_ready()
@@ -405,6 +409,16 @@ class CaptureService:
             "rejected chunks"
         )
         return rotate_key(directory, directory / JOURNAL_KEY)
+
+
+def _raise_open_files_limit(want: int = OPEN_FILES_WANTED) -> None:
+    """Spill files stay open, two per call in progress: raise the soft limit (often 1,024) as far as the
+    hard limit allows. Beyond it the spill opens a file per write, slower but correct."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def _os_user() -> str:

@@ -351,6 +351,7 @@ def test_capture_unit_settings() -> None:
     assert service["ProtectSystem"] == "strict" and service["NoNewPrivileges"] == "yes"
     assert service["StateDirectory"] == "callrec" and service["ConfigurationDirectory"] == "callrec"
     assert "capture" in service["ExecStart"] and service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert int(service["LimitNOFILE"]) >= 8192  # two open spill files per call in progress
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")

@@ -418,6 +418,7 @@ def test_the_writer_thread_writes_what_the_loop_appended_in_order(tmp_path: Path
     cut = all_frames[len(all_frames) // 2][0]
     writer.prune(cut)  # queued behind the writes: runs after them, in the thread
     writer.close()
+    assert not writer.journal._unsynced
     kept = frames_of(read(directory, key)[0])
     assert kept == all_frames[-len(kept) :] and kept[0][0] <= cut < all_frames[-1][0]
 
@@ -430,9 +431,9 @@ def test_a_writer_behind_a_slow_disk_drops_chunks_instead_of_stalling_the_loop(
     gate = threading.Event()
     real_write = journal.write
 
-    def slow_write(chunk: PlainChunk) -> bool:
+    def slow_write(chunk: PlainChunk, *, sync: bool = True) -> bool:
         gate.wait(timeout=30)
-        return real_write(chunk)
+        return real_write(chunk, sync=sync)
 
     journal.write = slow_write  # type: ignore[method-assign]
     writer = JournalWriter(journal, max_queued=2)
@@ -447,3 +448,37 @@ def test_a_writer_behind_a_slow_disk_drops_chunks_instead_of_stalling_the_loop(
     assert stats.dropped_frames == sum(map(len, batches[3:]))
     assert "the disk is too slow: 2 chunks wait already" in caplog.text
     assert frames_of(read(tmp_path / "j", key)[0]) == frames_of(batches[:3])
+
+
+def test_chunks_that_queued_up_are_synced_once(
+    tmp_path: Path, key: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches = lab_batches(1 << 13)[:6]
+    journal = Journal(tmp_path / "j", key)
+    gate = threading.Event()
+    real_write = journal.write
+    syncs: list[int] = []
+    real_sync = os.fdatasync
+
+    def first_waits(chunk: PlainChunk, *, sync: bool = True) -> bool:
+        gate.wait(timeout=30)
+        return real_write(chunk, sync=sync)
+
+    def counted(fd: int) -> None:
+        syncs.append(fd)
+        real_sync(fd)
+
+    journal.write = first_waits  # type: ignore[method-assign]
+    writer = JournalWriter(journal)
+    writer.append(batches[0])
+    writer.flush()
+    time.sleep(0.05)  # the thread now waits in the first write
+    monkeypatch.setattr(journal_mod.os, "fdatasync", counted)
+    for b in batches[1:]:
+        writer.append(b)
+        writer.flush()
+    gate.set()
+    writer.close()
+    # the segment's header, then the first chunk, then the five that queued behind it: three syncs
+    assert len(syncs) == 3
+    assert frames_of(read(tmp_path / "j", key)[0]) == frames_of(batches)
