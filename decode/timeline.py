@@ -25,6 +25,7 @@ through a robust fit of ``offset = arrival_ns - ext_ts * 1e9 / clock``:
   by 500 ms (beyond plausible queueing) re-anchors. A single late packet never does, as the
   window after it holds its punctual successors; a single packet with a wild timestamp
   becomes a stretch of its own, placed by its arrival instead of hours away.
+  (The envelope arithmetic and its constants are in :mod:`decode.envelope`.)
 
 Non-audio packets (RFC 4733 events, comfort noise, FEC) and encrypted legs are dropped first, so
 they never move the timeline; stretch anchors (``LegTimeline.anchors``) place events and comfort
@@ -39,13 +40,14 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from numpy.lib.stride_tricks import sliding_window_view
 
 from capture.calls import CapturedLeg
 from capture.media import RtpPackets
 from capture.serial import seq_diff, unwrap_seq, unwrap_ts
 from decode.codecs import decoder_for, format_for, is_audio_format
 from decode.codecs.base import AudioDecoder
+from decode.codecs.g711 import G711Codes, G711Decoder
+from decode.envelope import envelope_fit, timestamp_jumps
 from decode.events import Anchor
 from decode.quality import rfc3550_jitter
 from decode.resample import resample
@@ -57,17 +59,11 @@ F64 = npt.NDArray[np.float64]
 NS = 1_000_000_000
 MAX_DROPOUT = 3000  # RFC 3550 A.1: a larger sequence jump is a restart, not loss
 MAX_MISORDER = 100  # RFC 3550 A.1: how far back a returning SSRC may resume
-ENVELOPE_PACKETS = 50  # packets either side of a candidate jump whose envelopes are compared
-CANDIDATE_STEP_NS = 20_000_000
-SILENCE_NS = 200_000_000
-EARLY_TOLERANCE_NS = 20_000_000
-LATE_TOLERANCE_NS = 500_000_000
-DRIFT_WINDOW_NS = 4 * NS
-DRIFT_MIN_WINDOWS = 5  # a fit needs 20 s of media; shorter stretches drift < 1 ms at 50 ppm
-DRIFT_MIN_WINDOW_PACKETS = 10
-DRIFT_CONGESTED_NS = 1_000_000  # a window minimum this far above the median residual is rejected
-DRIFT_MAX = 500e-6
 DRIFT_STEP_NS = 2_000_000
+# Shortcuts for the common leg (one SSRC and payload type, in order, G.711 decoded as it is placed)
+# that skip sorting, selecting and decoding ahead; each gives exactly what the general code gives,
+# which tests/test_render_fastpath.py checks by turning them off.
+FAST_PATHS = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +111,7 @@ class PlacedBlock:
 
     sample_rate_hz: int
     clock_rate_hz: int
-    pcm: I16
+    pcm: I16 | G711Codes  # G.711 is decoded as it is placed (see decode.codecs.g711)
     pcm_starts: I64
     counts: I64
     origin_ns: I64
@@ -199,13 +195,19 @@ def analyse_leg(leg: CapturedLeg | None, direction: str = "") -> LegTimeline:
         return LegTimeline(direction or (leg.direction if leg else ""), (), LegStats())
     packets = leg.packets
     keep, clocks, filtered = _audio_packets(leg)
-    audio = packets.select(np.flatnonzero(keep))
-    clock = clocks[np.flatnonzero(keep)]
+    kept = np.flatnonzero(keep)
+    every = FAST_PATHS and kept.shape[0] == len(packets)  # the common leg: audio only, nothing to select
+    audio = packets if every else packets.select(kept)
+    clock = clocks if every else clocks[kept]
     acc = _Accumulator()
-    for seg_index in _segments(packets, np.zeros(len(packets), dtype=np.int64)):
+    spaces = _segments(packets, np.zeros(len(packets), dtype=np.int64))
+    for seg_index in spaces:
         _account(packets.seq[seg_index], acc)
-    for seg_index in _segments(audio, clock):
-        _analyse_segment(audio.select(seg_index), int(clock[seg_index[0]]), leg, acc)
+    # One RTP clock over all the packets splits them exactly as no clock did: the same segments.
+    one_clock = every and bool((clock == clock[0]).all())
+    for seg_index in spaces if one_clock else _segments(audio, clock):
+        whole = FAST_PATHS and seg_index.shape[0] == len(audio)  # then it is every index in order
+        _analyse_segment(audio if whole else audio.select(seg_index), int(clock[seg_index[0]]), leg, acc)
     stats = acc.stats(len(packets), filtered)
     return LegTimeline(direction or leg.direction, tuple(acc.blocks), stats, tuple(acc.anchors))
 
@@ -219,7 +221,10 @@ def _audio_packets(leg: CapturedLeg) -> tuple[npt.NDArray[np.bool_], I64, dict[s
     filtered: dict[str, int] = {}
     if leg.encrypted:
         return keep, clocks, {"encrypted": int(pts.shape[0])} if pts.shape[0] else {}
-    values, counts = np.unique(pts, return_counts=True)
+    if FAST_PATHS and pts.shape[0] and pts[0] == pts.min() == pts.max():  # one payload type: no sort needed
+        values, counts = pts[:1], np.array([pts.shape[0]])
+    else:
+        values, counts = np.unique(pts, return_counts=True)
     for pt, count in zip(values.tolist(), counts.tolist(), strict=True):
         fmt = format_for(pt, leg.formats)
         if fmt is None:
@@ -255,6 +260,8 @@ def _segments(audio: RtpPackets, clock: I64) -> list[I64]:
         (audio.ssrc[1:] != audio.ssrc[:-1]) | (clock[1:] != clock[:-1]) | (np.abs(seq_step) > MAX_DROPOUT)
     )
     run_starts = np.flatnonzero(split)
+    if FAST_PATHS and run_starts.shape[0] == 1:  # one SSRC, clock and sequence run: what most legs are
+        return [np.arange(n)]
     run_ends = np.append(run_starts[1:], n)
     open_segments: dict[tuple[int, int], tuple[int, int]] = {}
     run_segment: list[int] = []
@@ -292,8 +299,11 @@ class _Accumulator:
         if self.blocks:
             starts = np.concatenate([b.start_ns() for b in self.blocks])
             ends = np.concatenate([b.end_ns() for b in self.blocks])
-            order = np.argsort(starts, kind="stable")
-            gaps = starts[order][1:] - np.maximum.accumulate(ends[order])[:-1]
+            # the blocks of an in-order segment come sorted: a stable sort would not move them
+            if not FAST_PATHS or bool((starts[1:] < starts[:-1]).any()):
+                order = np.argsort(starts, kind="stable")
+                starts, ends = starts[order], ends[order]
+            gaps = starts[1:] - np.maximum.accumulate(ends)[:-1]
             jitter = np.concatenate(self.jitter)
             media = {
                 "first_media_ns": int(starts.min()),
@@ -304,18 +314,31 @@ class _Accumulator:
                 "sample_rate_hz": max(b.sample_rate_hz for b in self.blocks),
             }
         return LegStats(
-            packets=packets, audio_packets=c["placed"], expected=c["expected"],
-            lost=c["expected"] - c["received"], duplicates=c["duplicates"], late=c["late"],
-            ssrcs=tuple(self.ssrcs), codecs=tuple(self.codecs), filtered=filtered,
-            segments=c["segments"], reanchors=c["reanchors"], drift_ppm=round(-self.drift[1] * 1e6, 3),
-            drift_steps=c["drift_steps"], decode_errors=c["decode_errors"], concealed=c["concealed"],
-            repaired=c["repaired"], **media,
+            packets=packets,
+            audio_packets=c["placed"],
+            expected=c["expected"],
+            lost=c["expected"] - c["received"],
+            duplicates=c["duplicates"],
+            late=c["late"],
+            ssrcs=tuple(self.ssrcs),
+            codecs=tuple(self.codecs),
+            filtered=filtered,
+            segments=c["segments"],
+            reanchors=c["reanchors"],
+            drift_ppm=round(-self.drift[1] * 1e6, 3),
+            drift_steps=c["drift_steps"],
+            decode_errors=c["decode_errors"],
+            concealed=c["concealed"],
+            repaired=c["repaired"],
+            **media,
         )
 
 
 def _unique_in_order(ext_seq: I64) -> tuple[I64, I64]:
     """Arrival indices of the first copy of each ``ext_seq``, in ``ext_seq`` order, and the
     indices (arrival order) of the later copies."""
+    if FAST_PATHS and bool((ext_seq[1:] > ext_seq[:-1]).all()):  # in order, no copies: no sort
+        return np.arange(ext_seq.shape[0]), np.zeros(0, dtype=np.int64)
     order = np.argsort(ext_seq, kind="stable")  # ties keep arrival order: the first copy wins
     duplicate = np.zeros(order.shape[0], dtype=np.bool_)
     duplicate[1:] = ext_seq[order[1:]] == ext_seq[order[:-1]]
@@ -348,6 +371,7 @@ def _analyse_segment(seg: RtpPackets, clock_hz: int, leg: CapturedLeg, acc: _Acc
     ext_seq = unwrap_seq(seg.seq)
     ext_ts = unwrap_ts(seg.rtp_ts)
     unique, _ = _unique_in_order(ext_seq)
+    in_order = FAST_PATHS and unique.shape[0] == ext_seq.shape[0] and bool((unique[1:] > unique[:-1]).all())
     sorted_seq = ext_seq[unique]
     acc.counts.update(placed=int(unique.shape[0]), segments=1)
     ssrc = int(seg.ssrc[0])
@@ -355,11 +379,11 @@ def _analyse_segment(seg: RtpPackets, clock_hz: int, leg: CapturedLeg, acc: _Acc
         acc.ssrcs.append(ssrc)
 
     # Stretches (sub-segments) between timestamp jumps, found in arrival order.
-    arrival_unique = np.sort(unique)
+    arrival_unique = unique if in_order else np.sort(unique)
     arrival_ns = seg.ts_ns[arrival_unique]
     arrival_ts = ext_ts[arrival_unique]
     offset = (arrival_ns - arrival_ns[0]).astype(np.float64) - (arrival_ts - arrival_ts[0]) * (NS / clock_hz)
-    jumps = _timestamp_jumps(offset, arrival_ns)
+    jumps = timestamp_jumps(offset, arrival_ns)
     break_seqs = ext_seq[arrival_unique[jumps]]
     break_seqs = break_seqs[break_seqs > np.maximum.accumulate(np.append(sorted_seq[0], break_seqs))[:-1]]
     acc.counts.update(reanchors=int(break_seqs.shape[0]))
@@ -374,7 +398,7 @@ def _analyse_segment(seg: RtpPackets, clock_hz: int, leg: CapturedLeg, acc: _Acc
         ts, arr = ext_ts[rows], seg.ts_ns[rows]
         ts0, arr0 = int(ts.min()), int(arr.min())
         media = ((ts - ts0) * (NS / clock_hz)).astype(np.float64)
-        slope, intercept = _envelope_fit(media, (arr - arr0) - media)
+        slope, intercept = envelope_fit(media, (arr - arr0) - media)
         steps = np.rint(slope * media / DRIFT_STEP_NS)
         origin[part] = arr0 + np.rint(intercept + steps * DRIFT_STEP_NS).astype(np.int64)
         ticks[part] = ts - ts0
@@ -389,7 +413,7 @@ def _analyse_segment(seg: RtpPackets, clock_hz: int, leg: CapturedLeg, acc: _Acc
     acc.jitter.append(rfc3550_jitter(np.abs(transit_step[np.diff(arrival_stretch) == 0])))
 
     # Decode runs of one payload type, in ext_seq order, with one decoder per type per segment.
-    ordered = seg.select(unique)
+    ordered = seg if in_order else seg.select(unique)
     pt = ordered.payload_type
     decoders: dict[int, AudioDecoder] = {}
     for part in np.split(np.arange(unique.shape[0]), np.flatnonzero(np.diff(pt)) + 1):
@@ -403,7 +427,12 @@ def _analyse_segment(seg: RtpPackets, clock_hz: int, leg: CapturedLeg, acc: _Acc
             decoder = decoders[payload_type] = made
             if decoder.encoding not in acc.codecs:
                 acc.codecs.append(decoder.encoding)
-        pcm, counts = decoder.decode(ordered.select(part))
+        packets = ordered if FAST_PATHS and part.shape[0] == len(ordered) else ordered.select(part)
+        pcm: I16 | G711Codes
+        if FAST_PATHS and isinstance(decoder, G711Decoder):
+            pcm, counts = decoder.decode_deferred(packets)
+        else:
+            pcm, counts = decoder.decode(packets)
         hidden = decoder.concealment()
         if hidden is not None and hidden.counts.shape[0]:
             # Audio for lost packets (FEC repair, concealment): each piece ends where the packet
@@ -411,74 +440,32 @@ def _analyse_segment(seg: RtpPackets, clock_hz: int, leg: CapturedLeg, acc: _Acc
             back = hidden.counts * clock_hz // decoder.sample_rate_hz
             acc.blocks.append(
                 PlacedBlock(
-                    decoder.sample_rate_hz, clock_hz, hidden.pcm, hidden.pcm_starts, hidden.counts,
-                    origin[part][hidden.before], ticks[part][hidden.before] - back,
+                    decoder.sample_rate_hz,
+                    clock_hz,
+                    hidden.pcm,
+                    hidden.pcm_starts,
+                    hidden.counts,
+                    origin[part][hidden.before],
+                    ticks[part][hidden.before] - back,
                 )
             )
             acc.counts.update(concealed=int(hidden.counts.shape[0]), repaired=int(hidden.repaired.sum()))
         acc.blocks.append(
             PlacedBlock(
-                decoder.sample_rate_hz, clock_hz, pcm, np.cumsum(counts) - counts, counts,
-                origin[part], ticks[part],
+                decoder.sample_rate_hz,
+                clock_hz,
+                pcm,
+                np.cumsum(counts) - counts,
+                counts,
+                origin[part],
+                ticks[part],
             )
         )
         acc.counts.update(decode_errors=decoder.bad_packets)
         decoder.bad_packets = 0
 
 
-def _timestamp_jumps(offset: F64, arrival_ns: I64) -> I64:
-    """Positions (arrival order) where the timestamps stop agreeing with arrival times."""
-    if offset.shape[0] < 2:
-        return np.zeros(0, dtype=np.int64)
-    k = ENVELOPE_PACKETS
-    step = np.diff(offset)
-    candidate = (np.abs(step) > CANDIDATE_STEP_NS) | (np.diff(arrival_ns) > SILENCE_NS)
-    where = np.flatnonzero(candidate) + 1
-    if where.shape[0] == 0:
-        return where
-    windows = sliding_window_view(np.concatenate((np.full(k, np.inf), offset, np.full(k, np.inf))), k)
-    before = windows[where].min(axis=1)  # min of offset[p - k : p]
-    after = windows[where + k].min(axis=1)  # min of offset[p : p + k]
-    jump = (after < before - EARLY_TOLERANCE_NS) | (after > before + LATE_TOLERANCE_NS)
-    return where[jump]
-
-
-def _envelope_fit(media_ns: F64, offset_ns: F64) -> tuple[float, float]:
-    """Slope (drift, dimensionless) and intercept (ns at media 0) of the offsets' lower envelope.
-
-    Short stretches: no slope, the minimum offset. Long ones: least squares through the
-    minimum of each window (at the time it occurred), twice rejecting windows whose minimum
-    sits well above the others (a congested network then, not the sender's clock).
-    """
-    floor = float(offset_ns.min())
-    if float(media_ns.max()) < DRIFT_MIN_WINDOWS * DRIFT_WINDOW_NS:
-        return 0.0, floor
-    window = (media_ns // DRIFT_WINDOW_NS).astype(np.int64)
-    order = np.argsort(window, kind="stable")
-    w, off, med = window[order], offset_ns[order], media_ns[order]
-    firsts = np.flatnonzero(np.concatenate(([True], w[1:] != w[:-1])))
-    sizes = np.diff(np.append(firsts, w.shape[0]))
-    minima = np.minimum.reduceat(off, firsts)
-    group = np.repeat(np.arange(firsts.shape[0]), sizes)
-    at_min = np.flatnonzero(off == minima[group])
-    _, first_hit = np.unique(group[at_min], return_index=True)
-    times = med[at_min[first_hit]]
-    usable = sizes >= DRIFT_MIN_WINDOW_PACKETS
-    t, y = times[usable], minima[usable]
-    if t.shape[0] < DRIFT_MIN_WINDOWS:
-        return 0.0, floor
-    keep = np.ones(t.shape[0], dtype=np.bool_)
-    slope = intercept = 0.0
-    for _ in range(3):
-        slope, intercept = (float(v) for v in np.polyfit(t[keep], y[keep], 1))
-        residual = y - (intercept + slope * t)
-        keep = residual <= float(np.median(residual[keep])) + DRIFT_CONGESTED_NS
-    slope = min(max(slope, -DRIFT_MAX), DRIFT_MAX)
-    intercept = float(np.mean(y[keep] - slope * t[keep]))
-    return slope, intercept
-
-
-def _copy_runs(out: I16, index: I64, pcm: I16, pcm_starts: I64, counts: I64) -> None:
+def _copy_runs(out: I16, index: I64, pcm: I16 | G711Codes, pcm_starts: I64, counts: I64) -> None:
     """``out[index[i] : index[i] + counts[i]] = pcm[pcm_starts[i] : ...]`` for every packet, in
     order (later packets overwrite earlier ones), as one slice copy per contiguous run."""
     n = index.shape[0]
@@ -497,4 +484,7 @@ def _copy_runs(out: I16, index: I64, pcm: I16, pcm_starts: I64, counts: I64) -> 
             src, length, dst = src - dst, length + dst, 0
         length = min(length, size - dst)
         if length > 0:
-            out[dst : dst + length] = pcm[src : src + length]
+            if isinstance(pcm, G711Codes):
+                pcm.copy_into(out[dst : dst + length], src)
+            else:
+                out[dst : dst + length] = pcm[src : src + length]

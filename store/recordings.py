@@ -239,6 +239,32 @@ def _write_fd(fd: int, chunks: Iterable[Chunk], name: str, sync: bool = True) ->
     return size, digest.hexdigest()
 
 
+def read_exact(stream: BinaryIO, size: int) -> bytes:
+    """``size`` bytes, or fewer only at the end of the stream (pipes may return short reads)."""
+    data = stream.read(size)
+    if len(data) == size or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size and (more := stream.read(size - got)):
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def skip_bytes(stream: BinaryIO, size: int) -> int:
+    """Move ``size`` bytes on, seeking where possible; returns how many bytes were there."""
+    if stream.seekable():
+        here = stream.tell()
+        end = stream.seek(0, os.SEEK_END)
+        stream.seek(min(here + size, end))
+        return min(size, end - here)
+    skipped = 0
+    while skipped < size and (block := stream.read(min(size - skipped, 1 << 20))):
+        skipped += len(block)
+    return skipped
+
+
 def _syncfs(fd: int) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     syncfs = getattr(libc, "syncfs", None)

@@ -42,7 +42,6 @@ import hashlib
 import io
 import json
 import math
-import os
 import struct
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -56,6 +55,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from store.errors import InvalidArgument, KeyMissing, StoreError, TamperedError
 from store.keys import RecordingPublicKey, fingerprint
+from store.recordings import read_exact, skip_bytes
 
 Chunk = bytes | bytearray | memoryview
 
@@ -148,7 +148,9 @@ class Sealer:
         authenticated = fixed + embedded
         self._header = authenticated + self._aead.encrypt(_HEADER_NONCE, b"", authenticated)
         self._header_hash = hashlib.sha256(authenticated).digest()
-        self._pending = bytearray()
+        self._pending: bytearray | memoryview = bytearray()  # the chunk being gathered: _filled bytes
+        self._filled = 0
+        self._out: memoryview | None = None  # where frames are built (seal with a scratch buffer)
         self._index = 0
         self._digest = hashlib.sha256()
         self.plaintext_bytes = 0
@@ -166,15 +168,23 @@ class Sealer:
         """Seal what is left as the final chunk and return its frame; the Sealer is then done."""
         return b"".join(self._final())
 
-    def seal(self, plain_chunks: Iterable[Chunk]) -> Iterator[bytes]:
+    def seal(self, plain_chunks: Iterable[Chunk], scratch: bytearray | None = None) -> Iterator[Chunk]:
         """Yield the sealed file in pieces (header, then frame heads and ciphertexts) for
-        ``plain_chunks`` re-cut to the chunk size; concatenated they are the file."""
+        ``plain_chunks`` re-cut to the chunk size; concatenated they are the file. With ``scratch``
+        (:func:`scratch_size` bytes, not shared) chunks are gathered and frames built there, not in
+        fresh memory (its page faults took longer than encrypting into it): each piece is then
+        valid only until the next is asked for."""
+        if scratch is not None:
+            if len(scratch) < scratch_size(self.chunk_size):
+                raise InvalidArgument(f"a scratch buffer needs {scratch_size(self.chunk_size)} bytes")
+            view = memoryview(scratch)
+            self._pending, self._out = view[: self.chunk_size], view[self.chunk_size :]
         yield self._header
         for data in plain_chunks:
             yield from self._absorb(data)
         yield from self._final()
 
-    def _absorb(self, data: Chunk) -> Iterator[bytes]:
+    def _absorb(self, data: Chunk) -> Iterator[Chunk]:
         """Pieces of the frames ``data`` completes. Whole chunks are encrypted straight from the
         caller's buffer; only a tail shorter than a chunk is copied, into ``_pending``."""
         if self._aead is None:
@@ -185,35 +195,55 @@ class Sealer:
         self._digest.update(view)
         self.plaintext_bytes += view.nbytes
         size = self.chunk_size
-        if self._pending:
-            take = min(size - len(self._pending), len(view))
-            self._pending += view[:take]
-            view = view[take:]
-            if len(self._pending) < size:
+        if self._filled:
+            view = self._keep(view, size - self._filled)
+            if self._filled < size:
                 return
-            yield from self._frame(self._pending, _CHUNK)
-            self._pending.clear()
+            yield from self._frame_pending(_CHUNK)
         while len(view) >= size:
             yield from self._frame(view[:size], _CHUNK)
             view = view[size:]
-        if view:
-            self._pending += view
+        self._keep(view, len(view))
 
-    def _final(self) -> Iterator[bytes]:
+    def _keep(self, view: memoryview, most: int) -> memoryview:
+        """Copy up to ``most`` bytes of ``view`` to the pending chunk (a bytearray grows to a chunk
+        once, then is overwritten); return the rest of ``view``."""
+        take = min(most, len(view))
+        self._pending[self._filled : self._filled + take] = view[:take]
+        self._filled += take
+        return view[take:]
+
+    def _frame_pending(self, kind: int) -> Iterator[Chunk]:
+        yield from self._frame(memoryview(self._pending)[: self._filled], kind)  # the view dies with it
+        self._filled = 0
+
+    def _final(self) -> Iterator[Chunk]:
         if self._aead is None:
             raise ValueError("this Sealer is finished")
-        yield from self._frame(self._pending, _FINAL)
-        self._pending = bytearray()
+        yield from self._frame_pending(_FINAL)
+        self._pending, self._out = bytearray(), None
         self._aead = None  # one stream per data key: nothing more can be sealed with it
         self.plaintext_sha256 = self._digest.hexdigest()
 
-    def _frame(self, plain: Chunk, kind: int) -> Iterator[bytes]:
+    def _frame(self, plain: Chunk, kind: int) -> Iterator[Chunk]:
         assert self._aead is not None
         aad = self._header_hash + _AAD_TAIL.pack(self._index, kind)
-        ciphertext = self._aead.encrypt(_NONCE.pack(0, self._index), plain, aad)
+        nonce = _NONCE.pack(0, self._index)
         self._index += 1
-        yield _FRAME.pack(kind, len(ciphertext))
-        yield ciphertext
+        if self._out is None:
+            ciphertext = self._aead.encrypt(nonce, plain, aad)
+            yield _FRAME.pack(kind, len(ciphertext))
+            yield ciphertext
+            return
+        end = _FRAME.size + len(plain) + TAG_BYTES
+        self._aead.encrypt_into(nonce, plain, aad, self._out[_FRAME.size : end])
+        _FRAME.pack_into(self._out, 0, kind, end - _FRAME.size)
+        yield self._out[:end]
+
+
+def scratch_size(chunk_size: int) -> int:
+    """Bytes of a :meth:`Sealer.seal` scratch buffer: a chunk of plaintext and a frame."""
+    return 2 * chunk_size + _FRAME.size + TAG_BYTES
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -229,7 +259,7 @@ def inspect_sealed(stream: BinaryIO) -> SealedHeader:
 
 def _read_header(stream: BinaryIO) -> tuple[SealedHeader, bytes, bytes]:
     """The parsed header, the authenticated header bytes and the header tag."""
-    fixed = _read_exact(stream, _FIXED.size)
+    fixed = read_exact(stream, _FIXED.size)
     if not fixed:
         raise TamperedError("recording file is empty")
     if fixed[: len(MAGIC)] != MAGIC[: len(fixed)]:
@@ -243,7 +273,7 @@ def _read_header(stream: BinaryIO) -> tuple[SealedHeader, bytes, bytes]:
         )
     if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
         raise TamperedError(f"recording file header gives an impossible chunk size {chunk_size}")
-    rest = _read_exact(stream, wrapped_len + TAG_BYTES)
+    rest = read_exact(stream, wrapped_len + TAG_BYTES)
     if len(rest) < wrapped_len + TAG_BYTES:
         raise TamperedError("recording file ends inside its header (truncated)")
     wrapped = rest[:wrapped_len] or None
@@ -317,7 +347,7 @@ def _plaintext(
         if frame is None:
             raise _truncated_after(index)
         kind, length = frame
-        body = _read_exact(stream, length)
+        body = read_exact(stream, length)
         if len(body) < length:
             raise TamperedError(f"recording file ends inside chunk {index} (truncated)")
         aad = header_hash + _AAD_TAIL.pack(index, kind)
@@ -348,7 +378,7 @@ def _truncated_after(index: int) -> TamperedError:
 
 def _next_frame(stream: BinaryIO, index: int, chunk_size: int) -> tuple[int, int] | None:
     """Read and check frame ``index``'s kind and length; ``None`` if the stream ends before it."""
-    head = _read_exact(stream, _FRAME.size)
+    head = read_exact(stream, _FRAME.size)
     if not head:
         return None
     if len(head) < _FRAME.size:
@@ -405,7 +435,7 @@ def check_structure(stream: BinaryIO, *, allow_unfinished: bool = False) -> Seal
                 return SealedStructure(header, chunks, plain, False, size)
             raise _truncated_after(chunks)
         kind, length = frame
-        if _skip(stream, length) < length:
+        if skip_bytes(stream, length) < length:
             raise TamperedError(f"recording file ends inside chunk {chunks} (truncated)")
         chunks += 1
         plain += length - TAG_BYTES
@@ -415,32 +445,6 @@ def check_structure(stream: BinaryIO, *, allow_unfinished: bool = False) -> Seal
     if stream.read(1):
         raise TamperedError(f"data after the final chunk (chunk {chunks - 1})")
     return SealedStructure(header, chunks, plain, True, size)
-
-
-def _read_exact(stream: BinaryIO, size: int) -> bytes:
-    """``size`` bytes, or fewer only at the end of the stream (pipes may return short reads)."""
-    data = stream.read(size)
-    if len(data) == size or not data:
-        return data
-    parts = [data]
-    got = len(data)
-    while got < size and (more := stream.read(size - got)):
-        parts.append(more)
-        got += len(more)
-    return b"".join(parts)
-
-
-def _skip(stream: BinaryIO, size: int) -> int:
-    """Move ``size`` bytes on, seeking where possible; returns how many bytes were there."""
-    if stream.seekable():
-        here = stream.tell()
-        end = stream.seek(0, os.SEEK_END)
-        stream.seek(min(here + size, end))
-        return min(size, end - here)
-    skipped = 0
-    while skipped < size and (block := stream.read(min(size - skipped, 1 << 20))):
-        skipped += len(block)
-    return skipped
 
 
 # --- signatures ---------------------------------------------------------------------------------

@@ -27,7 +27,15 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from store.errors import KeyMissing, NotFound, TamperedError
 from store.keys import KeyDirectory, RecordingPublicKey
 from store.recordings import Chunk, RecordingStore, StoredFile
-from store.seal import Sealer, check_structure, inspect_sealed, open_sealed, sign_fields, verify_fields
+from store.seal import (
+    Sealer,
+    check_structure,
+    inspect_sealed,
+    open_sealed,
+    scratch_size,
+    sign_fields,
+    verify_fields,
+)
 
 SEALED_SUFFIX = ".sealed"
 # What the signature covers: the call's identity, its parties, the audio and how it is sealed and
@@ -82,6 +90,9 @@ class Vault:
         # every recording cost a third of the sealing time; a rotation takes effect on the next Vault
         self._recording_key: RecordingPublicKey | None = None
         self._signing: tuple[Ed25519PrivateKey, str] | None = None
+        # the buffers sealing reuses (2 MiB each, kept): fresh ones for every recording cost a page
+        # fault per 4 KiB, measured 0.3 ms of the 3.7 ms that sealing a minute of call took
+        self._scratch: list[bytearray] = []
 
     def _current_key(self) -> RecordingPublicKey:
         if self._recording_key is None:
@@ -107,7 +118,15 @@ class Vault:
         ``replace``: a file of that name is an orphan (written before a crash, never catalogued)."""
         recording_id = secrets.token_bytes(16)
         sealer = Sealer(self._current_key(), recording_id, chunk_size=RECORDING_CHUNK)
-        stored = self.recordings.write(relative_name, sealer.seal(plain_chunks), sync=sync, replace=replace)
+        try:  # one scratch buffer per sealing at a time; list.pop and append are atomic
+            scratch = self._scratch.pop()
+        except IndexError:
+            scratch = bytearray(scratch_size(RECORDING_CHUNK))
+        try:  # the store writes each piece out before asking for the next, as a scratch buffer needs
+            pieces = sealer.seal(plain_chunks, scratch)
+            stored = self.recordings.write(relative_name, pieces, sync=sync, replace=replace)
+        finally:
+            self._scratch.append(scratch)
         return SealedRecording(
             stored=stored,
             recording_uuid=recording_id.hex(),

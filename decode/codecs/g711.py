@@ -4,16 +4,29 @@ Both laws are piecewise linear: a code byte holds a sign bit, a 3-bit segment (e
 and a 4-bit step (mantissa). The 256-entry tables are computed here at import from the
 ITU-T G.711 definition, scaled to 16-bit PCM the way the ITU reference and Python's
 ``audioop`` do (µ-law peak 32124, A-law peak 32256), so decoding is bit exact with both.
-Decoding a whole segment is then one numpy gather of the payload bytes into the table,
-hundreds of millions of samples per second.
+
+Decoding a whole run is one ``np.take`` over a 65536-entry table of *pairs*: two code bytes read
+as one uint16 index give two int16 samples read as one uint32. That halves the elements numpy
+gathers, and indexing by uint8 (numpy widens every index to intp first) is what cost most: an
+hour-long leg decodes in a third of the time of the 256-entry gather, with identical samples.
+
+The timeline asks for :class:`G711Codes` instead of samples (:meth:`G711Decoder.decode_deferred`)
+and decodes them only as it places them, a block at a time: the samples of a leg then never exist
+whole next to the recording, whose fresh memory (a page fault per 4 KiB) cost more than decoding.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+import numpy.typing as npt
 
 from capture.media import RtpPackets
-from decode.codecs.base import I16, I64, AudioDecoder, gather_payloads
+from decode.codecs.base import I16, I64, U8, AudioDecoder, gather_payloads
+
+U32 = npt.NDArray[np.uint32]
+DECODE_BLOCK = 1 << 14  # samples per block when decoding into place: 32 KiB, stays in cache
 
 # µ-law: codes are sent inverted; the magnitude of segment e, step m is
 # ((2m + 33) << e) - 33 in 14-bit units, i.e. ((m << 3) + 0x84 << e) - 0x84 in 16-bit units
@@ -43,16 +56,53 @@ def _alaw_table() -> I16:
     return np.where(code & 0x80, magnitude, -magnitude).astype(np.int16)
 
 
+def _pair_table(table: I16) -> U32:
+    """Entry ``v``: the samples of the two bytes that uint16 ``v`` is made of, in memory order
+    (built through views, so it is right on either byte order)."""
+    pairs = np.arange(1 << 16, dtype=np.uint16).view(np.uint8).reshape(-1, 2)
+    out = np.ascontiguousarray(table[pairs]).view(np.uint32).reshape(-1)
+    out.flags.writeable = False
+    return out
+
+
 ULAW_TABLE: I16 = _ulaw_table()
 ALAW_TABLE: I16 = _alaw_table()
 ULAW_TABLE.flags.writeable = False
 ALAW_TABLE.flags.writeable = False
+_ULAW_PAIRS = _pair_table(ULAW_TABLE)
+_ALAW_PAIRS = _pair_table(ALAW_TABLE)
+
+
+def decode_bytes(data: U8, table: I16, pairs: U32) -> I16:
+    """``table[data]`` (one sample per code byte), two bytes per lookup through ``pairs``."""
+    n = data.shape[0]
+    even = n & ~1
+    if even == 0:
+        return table[data]
+    out = np.take(pairs, np.ascontiguousarray(data[:even]).view(np.uint16), mode="clip").view(np.int16)
+    return np.concatenate((out, table[data[even:]])) if even != n else out
+
+
+@dataclass(frozen=True, slots=True)
+class G711Codes:
+    """The code bytes of decoded-to-be samples: sample ``i`` is ``table[codes[i]]``."""
+
+    codes: U8
+    table: I16
+    pairs: U32
+
+    def copy_into(self, out: I16, start: int) -> None:
+        """``out[:] = samples[start : start + len(out)]`` (``out`` may be strided: a column)."""
+        for at in range(0, out.shape[0], DECODE_BLOCK):
+            end = min(at + DECODE_BLOCK, out.shape[0])
+            out[at:end] = decode_bytes(self.codes[start + at : start + end], self.table, self.pairs)
 
 
 class G711Decoder(AudioDecoder):
     """Stateless table decoder shared by both laws (8 kHz clock, 8 kHz audio)."""
 
     table: I16
+    pairs: npt.NDArray[np.uint32]
 
     def __init__(self) -> None:
         self.clock_rate_hz = 8000
@@ -60,14 +110,21 @@ class G711Decoder(AudioDecoder):
 
     def decode(self, packets: RtpPackets) -> tuple[I16, I64]:
         data, lengths = gather_payloads(packets)
-        return self.table[data], lengths.copy()
+        return decode_bytes(data, self.table, self.pairs), lengths.copy()
+
+    def decode_deferred(self, packets: RtpPackets) -> tuple[G711Codes, I64]:
+        """:meth:`decode` with the samples left as codes (the payloads, not copied if in order)."""
+        data, lengths = gather_payloads(packets)
+        return G711Codes(data, self.table, self.pairs), lengths.copy()
 
 
 class MuLawDecoder(G711Decoder):
     encoding = "PCMU"
     table = ULAW_TABLE
+    pairs = _ULAW_PAIRS
 
 
 class ALawDecoder(G711Decoder):
     encoding = "PCMA"
     table = ALAW_TABLE
+    pairs = _ALAW_PAIRS
