@@ -8,6 +8,7 @@ progress to disk (:meth:`LegSpool.spill`, :mod:`capture.spill`) so that memory p
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -301,6 +302,29 @@ class MediaLog:
             (leg_id, _piece(columns[:, s:e], joined))
             for leg_id, s, e in zip(sorted_legs[starts].tolist(), starts, ends, strict=True)
         ]
+
+    def take_legs(self, leg_ids: Iterable[int]) -> dict[int, RtpPackets]:
+        """Copies of the pending packets of ``leg_ids`` (legs whose calls end now), each in arrival order,
+        without splitting the whole log: the log is joined into one chunk (so the next time it is that
+        chunk and what came since), then only those legs' rows are taken. Their rows stay in the log;
+        the next :meth:`split` drops them with their legs. Cost: the rows pending, not the legs."""
+        wanted = np.fromiter(leg_ids, dtype=np.int64)
+        if not self._chunks or wanted.shape[0] == 0:
+            return {}
+        if len(self._chunks) > 1:
+            legs = np.concatenate([leg for leg, _ in self._chunks])
+            self._chunks = [(legs, join_chunks([packets for _, packets in self._chunks]))]
+        legs, packets = self._chunks[0]
+        rows = np.flatnonzero(np.isin(legs, wanted))
+        if rows.shape[0] == 0:
+            return {}
+        rows = rows[np.argsort(legs[rows], kind="stable")]
+        ids = legs[rows]
+        bounds = np.flatnonzero(ids[1:] != ids[:-1]) + 1
+        return {
+            int(part_ids[0]): packets.take(part)
+            for part, part_ids in zip(np.split(rows, bounds), np.split(ids, bounds), strict=True)
+        }
 
     def take(self, leg_id: int) -> list[RtpPackets]:
         """Copies of one leg's pending packets (the log keeps its rows until the next split)."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 from builders import CALLEE_IP, CALLER_IP, batch, rtp, sdp, sip
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from capture.calls import CALLEE_TO_CALLER, CALLER_TO_CALLEE, CallState
 from capture.tracker import CallTracker, TrackerConfig
@@ -366,6 +368,77 @@ def test_media_log_splits_per_leg_in_arrival_order() -> None:
     assert pieces[1].seq.tolist() == [10, 11, 12] and pieces[2].seq.tolist() == [20, 21]
     assert pieces[2].payload_bytes(1) == bytes([21]) * 4
     assert log.count == 0 and log.split() == []
+
+
+@given(
+    st.lists(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 64)), min_size=1, max_size=12), max_size=8),
+    st.sets(st.integers(0, 6)),
+)
+@settings(max_examples=200, deadline=None)
+def test_media_log_takes_ending_legs_without_disturbing_the_rest(
+    chunks: list[list[tuple[int, int]]], ending: set[int]
+) -> None:
+    """take_legs gives each ending leg what take gives, in arrival order; a later split still gives
+    every other leg exactly its packets (the ending legs' rows are dropped with them in the tracker)."""
+    from capture.media import MediaLog, RtpPackets
+
+    def make(rows: list[tuple[int, int]], base: int) -> tuple[np.ndarray, RtpPackets]:
+        legs = np.array([leg for leg, _ in rows], dtype=np.int64)
+        sizes = np.array([size for _, size in rows], dtype=np.int64)
+        seq = base + np.arange(len(rows), dtype=np.int64)
+        offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+        payload = np.concatenate(
+            [np.full(n, (base + i) % 251, np.uint8) for i, n in enumerate(sizes.tolist())]
+        )
+        packets = RtpPackets(seq, seq, seq, legs, seq, seq % 2 == 0, payload, offsets, sizes)
+        return legs, packets
+
+    def expected(leg: int) -> list[tuple[int, bytes]]:
+        out = []
+        for legs, packets in made:
+            for i in np.flatnonzero(legs == leg).tolist():
+                out.append((int(packets.seq[i]), packets.payload_bytes(i)))
+        return out
+
+    log, made = MediaLog(), []
+    for n, rows in enumerate(chunks):
+        made.append(make(rows, 1000 * n))
+        log.append(*made[-1])
+    taken = log.take_legs(ending)
+    assert set(taken) == {leg for leg in ending if expected(leg)}
+    for leg, got in taken.items():
+        assert listing(got) == expected(leg)
+        assert got.payload.shape[0] == sum(len(b) for _, b in expected(leg))  # compact: no other leg's bytes
+    for leg, packets in log.split():
+        assert listing(packets) == expected(leg)
+
+
+def listing(packets: object) -> list[tuple[int, bytes]]:
+    from capture.media import RtpPackets
+
+    assert isinstance(packets, RtpPackets)
+    return [(int(packets.seq[i]), packets.payload_bytes(i)) for i in range(len(packets))]
+
+
+def test_live_timeout_checks_hand_on_the_same_calls() -> None:
+    """Checked ten times a second (a live capture), ending calls take their pending packets out of the
+    log one by one; the calls are the same as with the import's checks."""
+    rows = []
+    for n in range(6):
+        t0 = n * 700 * MS
+        call_id = f"c{n}"
+        rows += _setup(t0=t0, call_id=call_id, a_port=4000 + 10 * n, b_port=6000 + 10 * n)
+        rows += _answer(t0 + 100 * MS, call_id, b_port=6000 + 10 * n)
+        rows += _media(t0 + 110 * MS, 40 + n, a_port=4000 + 10 * n, b_port=6000 + 10 * n)
+        rows += _bye(t0 + 1 * S + n * 150 * MS, call_id)
+    rows.sort(key=lambda r: r[0])
+    _, reference = _run(rows)
+    _, live = _run(rows, TrackerConfig(timeout_check_s=0.1), chunks=40)
+    assert [c.call_id for c in live] == [c.call_id for c in reference] and len(live) == 6
+    for a, b in zip(live, reference, strict=True):
+        for direction in a.legs:
+            assert a.legs[direction].packets.seq.tolist() == b.legs[direction].packets.seq.tolist()
+            assert a.legs[direction].packets.payload.tobytes() == b.legs[direction].packets.payload.tobytes()
 
 
 def test_a_challenged_invite_retried_half_a_minute_later_is_one_call() -> None:
