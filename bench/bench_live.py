@@ -265,7 +265,7 @@ class Step:
             timeline.append([round(now, 1), *row, round(proc_cpu_s(pid) - cpu0, 2)])
 
     def ring_mib(self) -> int:
-        text = (self.args.buffer or "32M").upper()
+        text = (self.args.buffer or "128M").upper()
         factor = {"K": 1 / 1024, "M": 1, "G": 1024}.get(text[-1:], 1 / 2**20)
         return int(float(text.rstrip("KMG")) * factor)
 

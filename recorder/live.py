@@ -75,6 +75,7 @@ JOURNAL_KEY = "journal.key"
 # savers read the spilled part back (capture.handoff.resolve_spilled), not the loop
 SPILL_KEEP_RECENT_NS = 1 * NS
 SPILL_MIN_BYTES = 8 * 1024
+SPILL_FILES_AHEAD = 4096  # empty spill files kept ready (two per call in progress; creating one costs 0.5 ms)
 OPEN_FILES_WANTED = 65536
 JOURNAL_FLUSH_S = 0.25  # frames copied out of the ring wait this long for the journal's thread
 
@@ -162,6 +163,7 @@ class CaptureService:
         self.spill = SealedSpill(self.home.spool / "calls", log=self.log)
         if removed := self.spill.clear():  # a crashed run's: the journal recovered its calls, its key is gone
             self.log(f"removed {removed} spill file(s) left by a capture that did not stop cleanly")
+        self.spill.make_ahead(SPILL_FILES_AHEAD)
         limits = {
             "max_waiting": self.options.max_waiting_calls,
             "free_space_floor": self.options.free_space_floor,
@@ -353,7 +355,7 @@ class CaptureService:
                 self.counts.interrupted += 1
             self._save(call, marked)
         final = self._take(self.saver.stop()) or {}
-        self.spill.clear()  # after the savers: they read the spilled media of the calls they saved
+        self.spill.close()  # after the savers: they read the spilled media of the calls they saved
         clean = not final.get("waiting") and not final.get("pending") and not self.unsaved
         if self.journal is not None:
             self.journal.close()

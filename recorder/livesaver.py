@@ -21,7 +21,9 @@ fewest calls outstanding.
 from __future__ import annotations
 
 import collections
+import contextlib
 import multiprocessing
+import os
 import queue
 import shutil
 import sqlite3
@@ -45,6 +47,7 @@ from store.retention import Retention
 from store.vault import Vault
 
 COMMIT_INTERVAL_S = 0.1
+SAVER_NICENESS = 10  # a saver that falls behind delays recordings; a capture that does loses packets
 RETRY_INTERVAL_S = 5.0
 Message = tuple[str, Any]
 Emit = Callable[[Message], None]
@@ -246,6 +249,8 @@ class SavingEngine:
 def _run(home_root: str, config: Config, options: dict[str, Any], jobs: Any, results: Any) -> None:
     """The saver process: engine messages from ``jobs`` until ``stop``, or until the capture is gone
     (killed: its journal recovers the calls at the next start; what was saved here is committed)."""
+    with contextlib.suppress(OSError):  # when both compete for a core, the capture loop must win it
+        os.nice(SAVER_NICENESS)
     engine = SavingEngine(Path(home_root), config, results.put, **options)
     parent = multiprocessing.parent_process()
     while True:

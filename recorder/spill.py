@@ -32,13 +32,16 @@ EROFS, EIO, or ``budget_bytes`` reached) leaves the chunk in the tracker's memor
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
+import itertools
 import os
 import re
 import resource
 import secrets
 import struct
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +90,7 @@ class SealedSpill:
 
     ``key``: tests only (default: a fresh random key, see the module docstring). ``budget_bytes``:
     the most the spill files may take together (a write beyond raises ENOSPC: the chunk stays in
-    memory). Owned by the capture loop: not thread-safe."""
+    memory). Owned by the capture loop (one thread), apart from the thread of :meth:`make_ahead`."""
 
     def __init__(
         self,
@@ -109,9 +112,14 @@ class SealedSpill:
         self._legs: dict[str, _LegFile] = {}
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         self.max_open = max_open if max_open is not None else max(0, min(MAX_OPEN_FILES, soft // 2 - 64))
-        self._open = 0
+        self._open = 0  # descriptors held (legs', emptied and made-ahead files); under _lock
+        self._lock = threading.Lock()
         self._free: list[_LegFile] = []  # emptied files, still open, for the next legs
-        self._named = 0
+        self._ready: collections.deque[_LegFile] = collections.deque()  # made ahead by the maker thread
+        self._names = itertools.count(1)
+        self._maker: threading.Thread | None = None
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self.ready_target = 0
         self._stats = SpillStats()
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
@@ -202,11 +210,55 @@ class SealedSpill:
         return leg.path if leg is not None else None
 
     def _new_file(self) -> _LegFile:
-        """An emptied file left by an earlier leg, else a new name (created at the first write)."""
+        """An emptied file left by an earlier leg, else one made ahead, else a new name (created at the
+        first write)."""
         if self._free:
             return self._free.pop()
-        self._named += 1
-        return _LegFile(self.directory / f"slot-{self._named}{SUFFIX}")
+        try:
+            made = self._ready.popleft()
+        except IndexError:
+            return _LegFile(self.directory / f"slot-{next(self._names)}{SUFFIX}")
+        if len(self._ready) < self.ready_target // 2:
+            self._wake.set()
+        return made
+
+    def make_ahead(self, count: int) -> None:
+        """Keep about ``count`` empty files open ahead, made by a thread of their own: creating a file cost
+        0.5 ms here, and the first spill round after a thousand calls started needed two thousand at once
+        (the loop stalled a second and the ring overflowed). 0 stops the thread."""
+        self.ready_target = count
+        if count and self._maker is None:
+            self._stop.clear()
+            self._maker = threading.Thread(target=self._make_files, name="callrec-spill-files", daemon=True)
+            self._maker.start()
+        elif not count:
+            self._stop_maker()
+        self._wake.set()
+
+    def _make_files(self) -> None:
+        while not self._stop.is_set():
+            while len(self._ready) < self.ready_target and not self._stop.is_set():
+                path = self.directory / f"slot-{next(self._names)}{SUFFIX}"
+                with self._lock:
+                    if self._open >= self.max_open:
+                        break
+                    try:
+                        fd = os.open(
+                            path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+                        )
+                    except OSError:
+                        break  # the next write makes its own file and reports the error
+                    self._open += 1
+                self._ready.append(_LegFile(path, fd=fd))
+            self._wake.wait(timeout=1.0)
+            self._wake.clear()
+
+    def _stop_maker(self) -> None:
+        if self._maker is not None:
+            self._stop.set()
+            self._wake.set()
+            self._maker.join()
+            self._maker = None
 
     # -- housekeeping -----------------------------------------------------------------------------
 
@@ -214,16 +266,26 @@ class SealedSpill:
         """Delete every spill file in the directory (at start: a crashed run's, unreadable anyway; at
         shutdown: whatever is left). Returns how many were deleted."""
         removed = 0
-        for leg in [*self._legs.values(), *self._free]:
+        target = self.ready_target
+        self._stop_maker()
+        for leg in [*self._legs.values(), *self._free, *self._ready]:
             self._close(leg)
         self._free.clear()
+        self._ready.clear()
         for path in self.directory.glob(f"*{SUFFIX}"):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
                 removed += 1
         self._legs.clear()
         self._stats.files = self._stats.bytes_on_disk = 0
+        if target:
+            self.make_ahead(target)
         return removed
+
+    def close(self) -> None:
+        """Stop making files ahead and delete every spill file (at shutdown)."""
+        self.ready_target = 0
+        self.clear()
 
     def _fd(self, leg: _LegFile) -> int:
         """The leg's file, open for writing: kept open while at most ``max_open`` are, else for this once
@@ -231,15 +293,17 @@ class SealedSpill:
         if leg.fd is not None:
             return leg.fd
         fd = os.open(leg.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        if self._open < self.max_open:
-            leg.fd, self._open = fd, self._open + 1
+        with self._lock:
+            if self._open < self.max_open:
+                leg.fd, self._open = fd, self._open + 1
         return fd
 
     def _close(self, leg: _LegFile) -> None:
         if leg.fd is not None:
             with contextlib.suppress(OSError):
                 os.close(leg.fd)
-            leg.fd, self._open = None, self._open - 1
+            with self._lock:
+                leg.fd, self._open = None, self._open - 1
 
     def stats(self) -> SpillStats:
         s = self._stats

@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import errno
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -501,3 +502,22 @@ def test_memory_per_call_is_bounded_with_spill(tmp_path: Path) -> None:
     assert with_spill[0] < 2 * (64 * 1024 + 12 * 8000) + 30_000, with_spill[0]
     assert with_spill[1][-1] <= with_spill[1][len(with_spill[1]) // 4] + 30_000  # not growing
     assert without[1][-1] > 2.5 * without[1][len(without[1]) // 4]  # growing
+
+
+def test_files_made_ahead_serve_new_legs_and_go_at_close(tmp_path: Path) -> None:
+    sink = SealedSpill(tmp_path / "calls", log=lambda _: None)
+    sink.make_ahead(8)
+    deadline = time.monotonic() + 10
+    while len(list(sink.directory.glob(f"*{SUFFIX}"))) < 8 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ahead = set(sink.directory.glob(f"*{SUFFIX}"))
+    assert len(ahead) == 8 and all(p.stat().st_size == 0 for p in ahead)
+    refs = [sink.write(f"leg-{n}", chunk(0, 10, seed=n)) for n in range(3)]
+    assert {sink.path_of(f"leg-{n}") for n in range(3)} <= ahead  # made ahead, not created by write
+    assert_same_packets(sink.read(refs[2]), chunk(0, 10, seed=2))
+    assert sink.clear() >= 8  # the maker goes on after a clear (start-up)
+    while not list(sink.directory.glob(f"*{SUFFIX}")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert list(sink.directory.glob(f"*{SUFFIX}"))
+    sink.close()
+    assert not list(sink.directory.glob(f"*{SUFFIX}")) and sink.stats().files == 0
