@@ -93,7 +93,7 @@ def resolve_spilled(
         if spilled is None:
             continue
         try:
-            chunks = [reader.read_at(spilled.location, ref) for ref in spilled.refs]
+            chunks = reader.read_all(spilled.location, spilled.refs)
         except (SpillError, OSError) as exc:
             counters["spill_read_errors"] += 1
             lost = sum(ref.packets for ref in spilled.refs)

@@ -16,6 +16,7 @@ The round trip is exact: every column comes back as the int64 / bool / uint8 arr
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -76,9 +77,12 @@ class SpilledMedia:
 
 
 class SpillReader(Protocol):
-    """Reads chunks by location, with no state of the sink that wrote them (another process can)."""
+    """Reads chunks by location, with no state of the sink that wrote them (another process can):
+    one, or all of a leg's at once."""
 
     def read_at(self, location: str, ref: SpillRef) -> RtpPackets: ...
+
+    def read_all(self, location: str, refs: Sequence[SpillRef]) -> list[RtpPackets]: ...
 
 
 class SpillSink(Protocol):
@@ -197,6 +201,9 @@ class MemorySink:
         if location != self.location(ref.leg_key):
             raise SpillError(f"memory sink: chunk {ref.index} of {ref.leg_key} is not in {location}")
         return self.read(ref)
+
+    def read_all(self, location: str, refs: Sequence[SpillRef]) -> list[RtpPackets]:
+        return [self.read_at(location, ref) for ref in refs]
 
     @property
     def stored_bytes(self) -> int:

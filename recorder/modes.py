@@ -259,7 +259,8 @@ def stored_samples(
     """The samples to store (recorded spans one after another, pauses blanked) and where each span
     begins in them, in seconds."""
     rate = rendered.sample_rate_hz
-    samples = rendered.samples.copy()
+    # blanking pauses writes into a copy; without pauses the rendered samples are used as they are
+    samples = rendered.samples.copy() if plan.paused else rendered.samples
     for span in plan.paused:
         first, last = _index(span.start_ns, rendered), _index(span.end_ns, rendered)
         if pause_fill == "tone":
