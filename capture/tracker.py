@@ -416,9 +416,14 @@ class CallTracker:
             for c in self._calls.values()
             if c.dialog.terminal and c.dialog.finish_at_ns is not None and now_ns >= c.dialog.finish_at_ns
         ]
-        # the ending legs' pending packets, in one pass over the log (splitting all of it for every leg,
-        # ten times a second in a live capture, cost more than the rest of the loop in a hang-up wave)
-        taken = self._pending.take_legs(leg.leg_id for c in due for leg in c.legs.values()) if due else {}
+        # the ending legs' pending packets: a few calls take theirs out of the log in one pass (splitting all
+        # of it, ten times a second in a live capture, cost more than the rest of the loop in a hang-up
+        # wave); when many end at once (an import's last second) one split serves them all
+        taken: dict[int, RtpPackets] = {}
+        if due and len(due) * 8 >= len(self._calls):
+            self._split_pending()
+        elif due:
+            taken = self._pending.take_legs(leg.leg_id for c in due for leg in c.legs.values())
         finished = []
         setup_ns = int(self.config.setup_timeout_s * NS)
         media_ns = int(self.config.media_timeout_s * NS)

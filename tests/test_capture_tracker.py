@@ -424,17 +424,17 @@ def test_live_timeout_checks_hand_on_the_same_calls() -> None:
     """Checked ten times a second (a live capture), ending calls take their pending packets out of the
     log one by one; the calls are the same as with the import's checks."""
     rows = []
-    for n in range(6):
-        t0 = n * 700 * MS
+    for n in range(20):  # all talking at once, ending one by one: one leg at a time out of the log,
+        t0 = n * 50 * MS  # then, with few calls left, the whole log split
         call_id = f"c{n}"
         rows += _setup(t0=t0, call_id=call_id, a_port=4000 + 10 * n, b_port=6000 + 10 * n)
         rows += _answer(t0 + 100 * MS, call_id, b_port=6000 + 10 * n)
-        rows += _media(t0 + 110 * MS, 40 + n, a_port=4000 + 10 * n, b_port=6000 + 10 * n)
-        rows += _bye(t0 + 1 * S + n * 150 * MS, call_id)
+        rows += _media(t0 + 110 * MS, 60 + 10 * n, a_port=4000 + 10 * n, b_port=6000 + 10 * n)
+        rows += _bye(t0 + 1400 * MS + n * 200 * MS, call_id)
     rows.sort(key=lambda r: r[0])
     _, reference = _run(rows)
-    _, live = _run(rows, TrackerConfig(timeout_check_s=0.1), chunks=40)
-    assert [c.call_id for c in live] == [c.call_id for c in reference] and len(live) == 6
+    _, live = _run(rows, TrackerConfig(timeout_check_s=0.1), chunks=80)
+    assert [c.call_id for c in live] == [c.call_id for c in reference] and len(live) == 20
     for a, b in zip(live, reference, strict=True):
         for direction in a.legs:
             assert a.legs[direction].packets.seq.tolist() == b.legs[direction].packets.seq.tolist()
