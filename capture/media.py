@@ -196,6 +196,23 @@ class LegSpool:
             self.first_ts_ns = int(chunk.ts_ns[0])
         self.last_ts_ns = int(chunk.ts_ns[-1])
 
+    def add_spilled(
+        self, sink: SpillSink, leg_key: str, ref: SpillRef, first_ts_ns: int, last_ts_ns: int
+    ) -> None:
+        """Count packets that went to ``sink`` straight from the media log (after every chunk in memory,
+        which must have been spilled first: the spilled chunks come before the ones in memory)."""
+        if self.chunks:
+            raise ValueError("packets in memory would come after packets spilled later")
+        if self.sink is not None and (sink is not self.sink or leg_key != self.leg_key):
+            raise ValueError(f"leg spool already spilled to {self.leg_key!r} of another sink")
+        self.spilled.append(ref)
+        self.count += ref.packets
+        self.payload_bytes += ref.payload_bytes
+        if self.first_ts_ns is None:
+            self.first_ts_ns = first_ts_ns
+        self.last_ts_ns = last_ts_ns
+        self.sink, self.leg_key = sink, leg_key
+
     def spill(self, sink: SpillSink, leg_key: str, keep_recent_ns: int) -> int:
         """Move the oldest chunks, those entirely older than the last ``keep_recent_ns`` of capture time,
         to ``sink`` as one chunk; returns the packets moved. An :class:`OSError` from the sink goes on to
@@ -282,11 +299,19 @@ class MediaLog:
 
     def split(self) -> list[tuple[int, RtpPackets]]:
         """Everything pending as ``(leg id, packets in arrival order)``, one piece per leg; empties
-        the log. The whole log is put in leg order at once (one stable sort, one gather per column
-        and one of the payloads); each leg then copies its own contiguous slice, so that no leg's
-        piece keeps the others' memory alive."""
-        if not self._chunks:
+        the log. The whole log is put in leg order at once (:meth:`drain`); each leg then copies its
+        own contiguous slice, so that no leg's piece keeps the others' memory alive."""
+        block = self.drain()
+        if block is None:
             return []
+        return [(leg_id, block.piece(i)) for i, leg_id in enumerate(block.leg_ids)]
+
+    def drain(self) -> LegBlock | None:
+        """Everything pending in leg order (one stable sort, one gather per column and one of the
+        payloads), for :meth:`split` or to be spilled leg by leg without a piece per leg; empties the
+        log. None if it was empty."""
+        if not self._chunks:
+            return None
         chunks = [packets for _, packets in self._chunks]
         legs = np.concatenate([leg for leg, _ in self._chunks])
         self._chunks = []
@@ -295,13 +320,12 @@ class MediaLog:
         sorted_legs = legs[order]
         columns = _sorted_columns(chunks, order)
         joined = chunks[0].payload if len(chunks) == 1 else np.concatenate([c.payload for c in chunks])
+        payload, offsets = _gather_in_order(joined, columns[_STARTS], columns[_LENGTHS])
+        columns[_STARTS] = offsets  # now each payload's start in ``payload`` (leg order, contiguous per leg)
         bounds = np.flatnonzero(sorted_legs[1:] != sorted_legs[:-1]) + 1
-        starts = [0, *bounds.tolist()]
-        ends = [*bounds.tolist(), int(sorted_legs.shape[0])]
-        return [
-            (leg_id, _piece(columns[:, s:e], joined))
-            for leg_id, s, e in zip(sorted_legs[starts].tolist(), starts, ends, strict=True)
-        ]
+        starts = np.concatenate(([0], bounds)).astype(np.int64)
+        ends = np.append(bounds, sorted_legs.shape[0]).astype(np.int64)
+        return LegBlock(sorted_legs[starts].tolist(), starts, ends, columns, payload)
 
     def take_legs(self, leg_ids: Iterable[int]) -> dict[int, RtpPackets]:
         """Copies of the pending packets of ``leg_ids`` (legs whose calls end now), each in arrival order,
@@ -363,19 +387,58 @@ def _sorted_columns(chunks: list[RtpPackets], order: I64) -> I64:
     return joined[:, order]
 
 
-def _piece(columns: I64, joined: npt.NDArray[np.uint8]) -> RtpPackets:
-    """One leg's packets from its slice of the sorted columns, payloads gathered out of ``joined``
-    (the leg owns its memory: nothing of the other legs' is kept alive)."""
-    own = np.array(columns[:_STARTS])  # rows _TS .. _LENGTHS, one block
-    payload, offsets = gather_payloads(joined, columns[_STARTS], own[_LENGTHS])
-    return RtpPackets(
-        own[_TS],
-        own[_SEQ],
-        own[_RTP_TS],
-        own[_SSRC],
-        own[_PT],
-        own[_MARKER] != 0,
-        payload,
-        offsets,
-        own[_LENGTHS],
-    )
+def _gather_in_order(
+    buf: npt.NDArray[np.uint8], starts: I64, lengths: I64
+) -> tuple[npt.NDArray[np.uint8], I64]:
+    """Like :func:`gather_payloads`, but the ranges one after the other in row order whatever their
+    lengths (gather_payloads groups them by length): each row's bytes at ``cumsum(lengths)``."""
+    offsets = np.cumsum(lengths) - lengths
+    n = int(lengths.shape[0])
+    if n == 0 or bool((lengths == lengths[0]).all()):
+        return gather_payloads(buf, starts, lengths)[0], offsets
+    out = np.empty(int(lengths.sum()), dtype=np.uint8)
+    for size in np.unique(lengths).tolist():
+        if size == 0:
+            continue
+        rows = np.flatnonzero(lengths == size)
+        data = _rows(buf, starts[rows], size)
+        out[(offsets[rows][:, None] + np.arange(size)).reshape(-1)] = data.reshape(-1)
+    return out, offsets
+
+
+@dataclass(frozen=True, slots=True)
+class LegBlock:
+    """The media log in leg order: leg ``leg_ids[i]``'s packets are columns ``starts[i]:ends[i]`` of
+    ``columns`` (rows ``_TS`` .. ``_LENGTHS``; ``_STARTS``: each payload's start in ``payload``), and
+    their payloads one contiguous run of ``payload``."""
+
+    leg_ids: list[int]
+    starts: I64
+    ends: I64
+    columns: I64
+    payload: npt.NDArray[np.uint8]
+
+    def payload_span(self, i: int) -> tuple[int, int]:
+        s, e = int(self.starts[i]), int(self.ends[i])
+        if e == s:
+            return 0, 0
+        return int(self.columns[_STARTS, s]), int(
+            self.columns[_STARTS, e - 1] + self.columns[_LENGTHS, e - 1]
+        )
+
+    def piece(self, i: int) -> RtpPackets:
+        """Leg ``i``'s packets as arrays of its own (nothing of the other legs' is kept alive)."""
+        s, e = int(self.starts[i]), int(self.ends[i])
+        own = np.array(self.columns[:_STARTS, s:e])  # rows _TS .. _LENGTHS, one block
+        first, last = self.payload_span(i)
+        return RtpPackets(
+            own[_TS],
+            own[_SEQ],
+            own[_RTP_TS],
+            own[_SSRC],
+            own[_PT],
+            own[_MARKER] != 0,
+            self.payload[first:last].copy(),
+            self.columns[_STARTS, s:e] - first,
+            own[_LENGTHS],
+        )

@@ -16,18 +16,32 @@ The round trip is exact: every column comes back as the int64 / bool / uint8 arr
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from capture.media import RtpPackets
+from capture.media import LegBlock, RtpPackets
 
-MAGIC, VERSION = b"CRSC", 1
+MAGIC, VERSION, VERSION_ROWS = b"CRSC", 1, 2
 _HEAD = struct.Struct("<4sBxxxQQ8s")  # magic, version, packets, payload bytes, one dtype code per int column
 HEAD_BYTES = _HEAD.size
+_HEAD_ROWS = struct.Struct("<4sBxxxQQ")  # magic, version 2, packets, payload bytes
+# version 2: one fixed row per packet (payloads follow, in order), so that a whole media log in leg order
+# is encoded at once and each leg's record is a slice of it (capture.tracker.CallTracker.spill_pending)
+_ROW = np.dtype(
+    [
+        ("ts_ns", "<i8"),
+        ("rtp_ts", "<u4"),
+        ("ssrc", "<u4"),
+        ("length", "<u4"),
+        ("seq", "<u2"),
+        ("payload_type", "u1"),
+        ("marker", "u1"),
+    ]
+)
 _DTYPES: tuple[np.dtype[np.integer], ...] = (
     np.dtype("<u1"),
     np.dtype("<i1"),
@@ -88,8 +102,9 @@ class SpillReader(Protocol):
 class SpillSink(Protocol):
     """Somewhere to put chunks of a leg's packets until the call ends.
 
-    * ``write`` stores one chunk and returns its reference; raises :class:`OSError` if it cannot
-      (disk full, read-only, over a budget): the caller keeps the chunk in memory.
+    * ``write`` stores one chunk (``write_record``: one already encoded) and returns its reference;
+      raises :class:`OSError` if it cannot (disk full, read-only, over a budget): the caller keeps the
+      chunk in memory.
     * ``read`` returns the chunk as written; raises :class:`SpillError` (or :class:`OSError`) if it
       cannot, naming the file.
     * ``discard`` forgets every chunk of ``leg_key``; it never raises.
@@ -97,6 +112,10 @@ class SpillSink(Protocol):
     """
 
     def write(self, leg_key: str, chunk: RtpPackets) -> SpillRef: ...
+
+    def write_record(
+        self, leg_key: str, data: bytes | bytearray, packets: int, payload_bytes: int
+    ) -> SpillRef: ...
 
     def read(self, ref: SpillRef) -> RtpPackets: ...
 
@@ -140,6 +159,8 @@ def decode_chunk(data: bytes | bytearray | memoryview) -> RtpPackets:
     view = memoryview(data)
     if len(view) < HEAD_BYTES:
         raise SpillError(f"spilled chunk of {len(view)} bytes: shorter than its header")
+    if view[:4] == MAGIC and view[4] == VERSION_ROWS:
+        return _decode_rows(view)
     magic, version, n, payload_bytes, codes = _HEAD.unpack_from(view)
     if magic != MAGIC or version != VERSION:
         raise SpillError(f"not a spilled chunk (magic {magic!r}, version {version})")
@@ -166,6 +187,70 @@ def decode_chunk(data: bytes | bytearray | memoryview) -> RtpPackets:
     return RtpPackets(ts_ns, seq, rtp_ts, ssrc, payload_type, marker, payload, offsets, lengths)
 
 
+def block_records(block: LegBlock) -> Callable[[int], bytes] | None:
+    """The version 2 record of each leg of ``block`` (``records(i)`` for leg ``i``), the rows of all
+    legs encoded in one pass; None if a value does not fit its field (not RTP read off the wire)."""
+    c = block.columns
+    n = int(c.shape[1])
+    fits = (
+        (c[1] >= 0).all() and (c[1] <= 0xFFFF).all()  # seq
+        and (c[2] >= 0).all() and (c[2] <= 0xFFFFFFFF).all()  # rtp_ts
+        and (c[3] >= 0).all() and (c[3] <= 0xFFFFFFFF).all()  # ssrc
+        and (c[4] >= 0).all() and (c[4] <= 0xFF).all()  # payload type
+        and (c[6] >= 0).all() and (c[6] <= 0xFFFFFFFF).all()  # length
+    )  # fmt: skip
+    if n and not fits:
+        return None
+    rows = np.empty(n, dtype=_ROW)
+    for name, row in (
+        ("ts_ns", 0),
+        ("seq", 1),
+        ("rtp_ts", 2),
+        ("ssrc", 3),
+        ("payload_type", 4),
+        ("length", 6),
+    ):
+        rows[name] = c[row]
+    rows["marker"] = c[5] != 0
+    raw, payload = rows.view(np.uint8), block.payload
+
+    def record(i: int) -> bytes:
+        s, e = int(block.starts[i]), int(block.ends[i])
+        first, last = block.payload_span(i)
+        head = _HEAD_ROWS.pack(MAGIC, VERSION_ROWS, e - s, last - first)
+        return b"".join((head, raw[s * _ROW.itemsize : e * _ROW.itemsize].data, payload[first:last].data))
+
+    return record
+
+
+def _decode_rows(view: memoryview) -> RtpPackets:
+    if len(view) < _HEAD_ROWS.size:
+        raise SpillError(f"spilled chunk of {len(view)} bytes: shorter than its header")
+    _, _, n, payload_bytes = _HEAD_ROWS.unpack_from(view)
+    expected = _HEAD_ROWS.size + n * _ROW.itemsize + payload_bytes
+    if len(view) != expected:
+        raise SpillError(f"spilled chunk of {len(view)} bytes, its header announces {expected}")
+    rows = np.frombuffer(view, dtype=_ROW, count=n, offset=_HEAD_ROWS.size)
+    lengths = rows["length"].astype(np.int64)
+    offsets = np.cumsum(lengths) - lengths
+    payload = np.frombuffer(
+        view, dtype=np.uint8, count=payload_bytes, offset=_HEAD_ROWS.size + n * _ROW.itemsize
+    )
+    if n and int(lengths.sum()) != payload_bytes:
+        raise SpillError("spilled chunk whose payload lengths do not add up to its payload")
+    return RtpPackets(
+        rows["ts_ns"].astype(np.int64),
+        rows["seq"].astype(np.int64),
+        rows["rtp_ts"].astype(np.int64),
+        rows["ssrc"].astype(np.int64),
+        rows["payload_type"].astype(np.int64),
+        rows["marker"] != 0,
+        payload.copy(),  # the chunk does not pin ``data``
+        offsets,
+        lengths,
+    )
+
+
 class MemorySink:
     """A :class:`SpillSink` that keeps encoded chunks in a dict: for tests and for measuring the
     serialisation alone. ``fail`` makes ``write`` raise (a full disk)."""
@@ -176,12 +261,16 @@ class MemorySink:
         self.discarded: list[str] = []
 
     def write(self, leg_key: str, chunk: RtpPackets) -> SpillRef:
+        return self.write_record(leg_key, encode_chunk(chunk), len(chunk), int(chunk.payload.shape[0]))
+
+    def write_record(
+        self, leg_key: str, data: bytes | bytearray, packets: int, payload_bytes: int
+    ) -> SpillRef:
         if self.fail is not None:
             raise self.fail
-        data = encode_chunk(chunk)
         stored = self.chunks.setdefault(leg_key, [])
-        stored.append(data)
-        return SpillRef(leg_key, len(stored) - 1, 0, len(data), len(chunk), int(chunk.payload.shape[0]))
+        stored.append(bytearray(data))
+        return SpillRef(leg_key, len(stored) - 1, 0, len(data), packets, payload_bytes)
 
     def read(self, ref: SpillRef) -> RtpPackets:
         try:

@@ -27,13 +27,14 @@ from capture.calls import CALLEE_TO_CALLER, CALLER_TO_CALLEE, CallEvent, CallSta
 from capture.correlate import NO_LEG, Correlator, Unclaimed
 from capture.dialog import CALLER, CallDialog, MediaOffer
 from capture.errors import ParseError
-from capture.handoff import TrackedCall, TrackedLeg, hand_on, leg_key
+from capture.handoff import TrackedCall, TrackedLeg, hand_on
 from capture.media import MediaLog, RtpPackets
 from capture.packets import DatagramBatch, address_text, endpoint_key, endpoint_keys
 from capture.rtp import classify_payloads, parse_rtp_columns
 from capture.sidemedia import AUDIO, SideMedia
 from capture.sip import SipMessage, looks_like_sip, parse_datagram
 from capture.spill import SpillSink
+from capture.spillround import spill_log, spill_resident
 from capture.unsignalled import UnsignalledCalls
 
 NS = 1_000_000_000
@@ -105,20 +106,14 @@ class CallTracker:
         ``min_bytes`` of payload in memory. Returns the packets moved. A sink that cannot write leaves the
         media in memory (counted: ``spill_write_errors``) and ends this round."""
         self._split_pending()
-        moved = 0
-        # calls in progress only: a chunk spilled is then never later than its call's end (capture.handoff)
-        calls = (call for call in self._calls.values() if not call.dialog.terminal)
-        legs = (leg for call in calls for leg in call.legs.values())
-        for leg in legs:
-            if leg.spool.resident_bytes <= min_bytes:
-                continue
-            try:
-                moved += leg.spool.spill(sink, leg_key(leg.leg_id), keep_recent_ns)
-            except OSError:
-                self.counters["spill_write_errors"] += 1
-                break
-        self.counters["spilled_packets"] += moved
-        return moved
+        return spill_resident(self._calls.values(), sink, keep_recent_ns, min_bytes, self.counters)
+
+    def spill_pending(self, sink: SpillSink) -> int:
+        """Live capture, once a second: everything in memory for calls in progress goes to ``sink``
+        (:func:`capture.spillround.spill_log`: no leg keeps media in memory between rounds, and no
+        piece is made per leg). Returns the packets moved."""
+        moved = spill_resident(self._calls.values(), sink, -1, 0, self.counters)
+        return moved + spill_log(self._pending, self._legs, sink, self.counters)
 
     def feed(self, batch: DatagramBatch) -> list[CapturedCall]:
         n = len(batch)

@@ -70,11 +70,9 @@ LIVE_TIMEOUT_CHECK_S = 0.1
 INTERRUPTED = "interrupted by shutdown"
 RECOVERED = "recovered after a crash"
 JOURNAL_KEY = "journal.key"
-# Once a second, media of calls in progress older than this goes to the sealed spill (recorder.spill), for
-# each leg holding more than SPILL_MIN_BYTES: memory per call stays at about two seconds of media; the
-# savers read the spilled part back (capture.handoff.resolve_spilled), not the loop
-SPILL_KEEP_RECENT_NS = 1 * NS
-SPILL_MIN_BYTES = 8 * 1024
+# Once a second, the media of calls in progress goes to the sealed spill (recorder.spill; CallTracker.
+# spill_pending): memory per call stays at about a second of media; the savers read the spilled part back
+# (capture.handoff.resolve_spilled), not the loop
 SPILL_FILES_AHEAD = 4096  # empty spill files kept ready (two per call in progress; creating one costs 0.5 ms)
 OPEN_FILES_WANTED = 65536
 JOURNAL_FLUSH_S = 0.25  # frames copied out of the ring wait this long for the journal's thread
@@ -312,8 +310,8 @@ class CaptureService:
             starts = [d.started_ns for d in self.tracker.in_progress()] + [start for _, start in self.unsaved]
             now_ns = time.time_ns() + self.clock_offset_ns
             self.journal.prune(min(starts, default=now_ns) - PRUNE_MARGIN_NS)
-        # a call's older media goes to a sealed file: memory per call stays bounded however long it lasts
-        self.tracker.spill(self.spill, keep_recent_ns=SPILL_KEEP_RECENT_NS, min_bytes=SPILL_MIN_BYTES)
+        # a call's media goes to a sealed file: memory per call stays bounded however long it lasts
+        self.tracker.spill_pending(self.spill)
         self.notifier.status(status_line(self))
         self._write_metrics()
 

@@ -126,12 +126,16 @@ class SealedSpill:
     # -- the sink ---------------------------------------------------------------------------------
 
     def write(self, leg_key: str, chunk: RtpPackets) -> SpillRef:
+        return self.write_record(leg_key, encode_chunk(chunk), len(chunk), int(chunk.payload.shape[0]))
+
+    def write_record(self, leg_key: str, plain: bytes | bytearray, packets: int, payload_bytes: int) -> SpillRef:
+        """Seal and append one encoded chunk (:func:`capture.spill.encode_chunk`, or a record of
+        :func:`capture.spill.block_records`) of ``packets`` packets."""
         leg = self._legs.get(leg_key)
         if leg is None:  # registered before the first write: discard() deletes a torn first record too
             leg = self._legs[_checked(leg_key)] = self._new_file()
             self._stats.files += 1
         index = leg.chunks
-        plain = encode_chunk(chunk)
         length = len(plain) + TAG_BYTES
         record_bytes = _RECORD.size + NONCE_BYTES + length
         try:
@@ -155,7 +159,7 @@ class SealedSpill:
         if self._stats.last_error is not None:
             self.log(f"spilling to {self.directory} works again")
             self._stats.last_error = None
-        ref = SpillRef(leg_key, index, leg.size, record_bytes, len(chunk), int(chunk.payload.shape[0]))
+        ref = SpillRef(leg_key, index, leg.size, record_bytes, packets, payload_bytes)
         leg.size += record_bytes
         leg.chunks += 1
         self._stats.chunks_written += 1

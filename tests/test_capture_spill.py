@@ -217,12 +217,15 @@ def _track(
     keep_recent_ns: int = 200 * MS,
     min_bytes: int = 0,
     defer: bool = False,
+    whole_log: bool = False,
 ) -> tuple[list[CapturedCall], CallTracker]:
-    frames, tracker = FrameDecoder(), CallTracker(TrackerConfig(defer_spilled=defer))
+    frames, tracker = FrameDecoder(), CallTracker(TrackerConfig(defer_spilled=defer, timeout_check_s=0.1))
     calls: list[CapturedCall] = []
     for batch in batches:
         calls += tracker.feed(frames.decode(batch))
-        if sink is not None:
+        if sink is not None and whole_log:
+            tracker.spill_pending(sink)
+        elif sink is not None:
             tracker.spill(sink, keep_recent_ns=keep_recent_ns, min_bytes=min_bytes)
     return calls + tracker.flush(), tracker
 
@@ -319,6 +322,73 @@ def test_deferred_spilled_media_is_read_back_by_whoever_saves_the_call(
     for media in spilled:
         sink.discard(media.leg_key)
     assert sink.stats().files == 0 and sink.stats().bytes_on_disk == 0
+
+
+@pytest.mark.parametrize("defer", [False, True])
+def test_spilling_the_whole_media_log_gives_the_same_calls(
+    lab_batches: list[PacketBatch], tmp_path: Path, defer: bool
+) -> None:
+    """The live capture's round: everything pending for calls in progress to the sink, one record per
+    leg (version 2 rows); read back by the tracker, or by a saver with the key alone."""
+    reference, _ = _track(lab_batches)
+    sink = SealedSpill(tmp_path / "calls", log=lambda _: None)
+    calls, tracker = _track(lab_batches, sink, defer=defer, whole_log=True)
+    assert tracker.counters["spilled_packets"] > 0 and tracker.counters["spill_write_errors"] == 0
+    if defer:
+        reader = SpillFiles(sink.key)
+        calls = [resolve_spilled(c, reader, collections.Counter()) for c in calls]
+    assert_same_calls(calls, reference)
+
+
+def test_spilling_the_whole_media_log_on_a_full_disk_keeps_the_media(lab_batches: list[PacketBatch]) -> None:
+    reference, _ = _track(lab_batches)
+    sink = MemorySink()
+    frames, tracker = FrameDecoder(), CallTracker()
+    calls: list[CapturedCall] = []
+    for n, batch in enumerate(lab_batches):
+        calls += tracker.feed(frames.decode(batch))
+        sink.fail = OSError(errno.ENOSPC, "No space left on device") if n % 3 == 1 else None
+        tracker.spill_pending(sink)
+    calls += tracker.flush()
+    assert tracker.counters["spill_write_errors"] > 0 and tracker.counters["spilled_packets"] > 0
+    assert_same_calls(calls, reference)
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 4), st.integers(0, 65535), st.integers(0, 2**32 - 1), st.integers(0, 90)),
+        max_size=60,
+    )
+)
+@settings(max_examples=150, deadline=None)
+def test_version_2_records_are_each_legs_packets(rows: list[tuple[int, int, int, int]]) -> None:
+    from capture.media import MediaLog
+    from capture.spill import block_records
+
+    log = MediaLog()
+    n = len(rows)
+    legs = np.array([r[0] for r in rows], dtype=np.int64)
+    lengths = np.array([r[3] for r in rows], dtype=np.int64)
+    offsets = np.cumsum(lengths) - lengths
+    payload = np.concatenate(
+        [np.full(k, i % 256, np.uint8) for i, k in enumerate(lengths.tolist())] or [np.zeros(0, np.uint8)]
+    )
+    seq = np.array([r[1] for r in rows], dtype=np.int64)
+    ts = np.array([r[2] for r in rows], dtype=np.int64)
+    packets = RtpPackets(ts * 7, seq, ts, ts ^ 0xFFFF, seq % 128, seq % 3 == 0, payload, offsets, lengths)
+    if n:
+        log.append(legs, packets)
+    block = log.drain()
+    if block is None:
+        assert n == 0
+        return
+    records = block_records(block)
+    assert records is not None
+    for i in range(len(block.leg_ids)):
+        assert_same_packets(decode_chunk(records(i)), block.piece(i))
+
+
+# -- when the spilled part is read back by the saver ---------------------------------------------------
 
 
 def test_deferred_spilled_media_that_cannot_be_read_is_noted_in_the_call(
