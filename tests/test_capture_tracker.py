@@ -490,3 +490,29 @@ def test_sip_can_be_limited_to_listed_ports() -> None:
     assert len(_run(moved, TrackerConfig(sip_ports=frozenset({5080})))[1]) == 1
     tracker, calls = _run(moved, TrackerConfig(sip_ports=frozenset({5060}), unsignalled=False))
     assert calls == [] and tracker.counters["sip_messages"] == 0
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["bind", "unbind", "lookup"]), st.integers(0, 40), st.integers(0, 5)),
+        max_size=900,
+    )
+)
+@settings(max_examples=60, deadline=None)
+def test_binding_table_answers_like_its_dict(ops: list[tuple[str, int, int]]) -> None:
+    """Through mirror rebuilds and the overlay of recent changes, a lookup is what the dict says."""
+    from capture.correlate import NO_LEG, BindingTable
+
+    table, truth = BindingTable(), {}
+    probe = np.arange(45, dtype=np.uint64)
+    for op, key, leg in ops:
+        if op == "bind":
+            table.bind(key, leg)
+            truth[key] = leg
+        elif op == "unbind":
+            table.unbind(key, leg)
+            if truth.get(key) == leg:
+                del truth[key]
+        else:
+            assert table.lookup(probe).tolist() == [truth.get(k, NO_LEG) for k in range(45)]
+    assert table.lookup(probe).tolist() == [truth.get(k, NO_LEG) for k in range(45)]
