@@ -116,6 +116,7 @@ class SealedSpill:
         self._lock = threading.Lock()
         self._free: list[_LegFile] = []  # emptied files, still open, for the next legs
         self._ready: collections.deque[_LegFile] = collections.deque()  # made ahead by the maker thread
+        self._emptying: collections.deque[_LegFile] = collections.deque()  # for the maker to truncate
         self._names = itertools.count(1)
         self._maker: threading.Thread | None = None
         self._wake, self._stop = threading.Event(), threading.Event()
@@ -128,7 +129,9 @@ class SealedSpill:
     def write(self, leg_key: str, chunk: RtpPackets) -> SpillRef:
         return self.write_record(leg_key, encode_chunk(chunk), len(chunk), int(chunk.payload.shape[0]))
 
-    def write_record(self, leg_key: str, plain: bytes | bytearray, packets: int, payload_bytes: int) -> SpillRef:
+    def write_record(
+        self, leg_key: str, plain: bytes | bytearray, packets: int, payload_bytes: int
+    ) -> SpillRef:
         """Seal and append one encoded chunk (:func:`capture.spill.encode_chunk`, or a record of
         :func:`capture.spill.block_records`) of ``packets`` packets."""
         leg = self._legs.get(leg_key)
@@ -182,6 +185,10 @@ class SealedSpill:
             return
         self._stats.files -= 1
         self._stats.bytes_on_disk -= leg.size
+        if leg.fd is not None and self._maker is not None and len(self._emptying) < MAX_FREE_FILES:
+            self._emptying.append(_LegFile(leg.path, fd=leg.fd))  # the maker thread empties it
+            self._wake.set()
+            return
         if leg.fd is not None and len(self._free) < MAX_FREE_FILES:
             try:  # emptied and kept open for the next leg: creating and deleting files cost more
                 os.ftruncate(leg.fd, 0)
@@ -241,6 +248,16 @@ class SealedSpill:
 
     def _make_files(self) -> None:
         while not self._stop.is_set():
+            while self._emptying:  # files of legs that ended: truncating one took up to ms under load
+                leg = self._emptying.popleft()
+                try:
+                    os.ftruncate(leg.fd if leg.fd is not None else -1, 0)
+                except OSError:
+                    self._close(leg)
+                    with contextlib.suppress(OSError):
+                        leg.path.unlink()
+                    continue
+                self._ready.append(leg)
             while len(self._ready) < self.ready_target and not self._stop.is_set():
                 path = self.directory / f"slot-{next(self._names)}{SUFFIX}"
                 with self._lock:
@@ -272,10 +289,11 @@ class SealedSpill:
         removed = 0
         target = self.ready_target
         self._stop_maker()
-        for leg in [*self._legs.values(), *self._free, *self._ready]:
+        for leg in [*self._legs.values(), *self._free, *self._ready, *self._emptying]:
             self._close(leg)
         self._free.clear()
         self._ready.clear()
+        self._emptying.clear()
         for path in self.directory.glob(f"*{SUFFIX}"):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()

@@ -585,6 +585,12 @@ def test_files_made_ahead_serve_new_legs_and_go_at_close(tmp_path: Path) -> None
     refs = [sink.write(f"leg-{n}", chunk(0, 10, seed=n)) for n in range(3)]
     assert {sink.path_of(f"leg-{n}") for n in range(3)} <= ahead  # made ahead, not created by write
     assert_same_packets(sink.read(refs[2]), chunk(0, 10, seed=2))
+    used = sink.path_of("leg-0")
+    assert used is not None and used.stat().st_size > 0
+    sink.discard("leg-0")  # emptied by the thread, then ready for another leg
+    while used.stat().st_size and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert used.stat().st_size == 0 and sink.stats().files == 2
     assert sink.clear() >= 8  # the maker goes on after a clear (start-up)
     while not list(sink.directory.glob(f"*{SUFFIX}")) and time.monotonic() < deadline:
         time.sleep(0.01)
