@@ -52,7 +52,7 @@ from recorder.control import ControlServer
 from recorder.journal import Journal, ReplayReport, replay, rotate_key
 from recorder.journalkey import load_or_create_key
 from recorder.journalwriter import JournalWriter
-from recorder.livesaver import InlineSaver, SaveJob, SaverPool
+from recorder.livesaver import InlineSaver, SaveJob, SaverOptions, SaverPool
 from recorder.livestatus import handle_request, metrics, status_line
 from recorder.modes import Signal
 from recorder.notify import Notifier, prometheus_text, write_textfile
@@ -162,16 +162,11 @@ class CaptureService:
         if removed := self.spill.clear():  # a crashed run's: the journal recovered its calls, its key is gone
             self.log(f"removed {removed} spill file(s) left by a capture that did not stop cleanly")
         self.spill.make_ahead(SPILL_FILES_AHEAD)
-        limits = {
-            "max_waiting": self.options.max_waiting_calls,
-            "free_space_floor": self.options.free_space_floor,
-        }
+        options = SaverOptions(self.options.max_waiting_calls, self.options.free_space_floor, self.spill.key)
         self.saver: SaverPool | InlineSaver = (
-            SaverPool(
-                self.home.root, self.config, processes=self.options.savers, spill_key=self.spill.key, **limits
-            )
+            SaverPool(self.home.root, self.config, options, processes=self.options.savers)
             if self.options.saver == "process"
-            else InlineSaver(self.home.root, self.config, spill_key=self.spill.key, **limits)
+            else InlineSaver(self.home.root, self.config, options)
         )
         self.control: ControlServer | None = None
         if self.options.control_path is not None:

@@ -63,6 +63,23 @@ class SaveJob:
     end_reason: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SaverOptions:
+    """How savers keep calls while storage is unavailable (at most ``max_waiting``), the free-space floor
+    below which expired recordings are purged (0: never), and the capture's spill key (None: no spill)."""
+
+    max_waiting: int = 1000
+    free_space_floor: int = 0
+    spill_key: bytes | None = None
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        return {
+            "max_waiting": self.max_waiting,
+            "free_space_floor": self.free_space_floor,
+            "spill_key": self.spill_key,
+        }
+
+
 class SavingEngine:
     """Saves jobs into one home (:class:`recorder.saving.CallSaver`), keeps them waiting while storage
     is unavailable (at most ``max_waiting``; beyond, the oldest are dropped and reported), and commits
@@ -289,21 +306,14 @@ def _keep_freed_memory() -> None:
 class SaverProcess:
     """The engine in a child process; :meth:`poll` returns its messages (never blocks)."""
 
-    def __init__(
-        self,
-        home_root: Path,
-        config: Config,
-        *,
-        max_waiting: int,
-        free_space_floor: int,
-        spill_key: bytes | None = None,
-    ) -> None:
+    def __init__(self, home_root: Path, config: Config, options: SaverOptions) -> None:
         context = multiprocessing.get_context("spawn")
         self.jobs = context.Queue()
         self.results = context.Queue()
-        options = {"max_waiting": max_waiting, "free_space_floor": free_space_floor, "spill_key": spill_key}
         self.process = context.Process(
-            target=_run, args=(str(home_root), config, options, self.jobs, self.results), name="callrec-saver"
+            target=_run,
+            args=(str(home_root), config, options.engine_kwargs(), self.jobs, self.results),
+            name="callrec-saver",
         )
         self.process.start()
 
@@ -358,28 +368,10 @@ class SaverPool:
     fewest calls outstanding (handed over, outcome not reported yet), so one saver stuck on a slow
     disk or waiting for storage does not hold up the others' calls; configuration goes to all."""
 
-    def __init__(
-        self,
-        home_root: Path,
-        config: Config,
-        *,
-        max_waiting: int,
-        free_space_floor: int,
-        spill_key: bytes | None = None,
-        processes: int = 2,
-    ) -> None:
+    def __init__(self, home_root: Path, config: Config, options: SaverOptions, processes: int = 2) -> None:
         if processes < 1:
             raise ValueError("a saver pool needs at least one process")
-        self.savers = [
-            SaverProcess(
-                home_root,
-                config,
-                max_waiting=max_waiting,
-                free_space_floor=free_space_floor,
-                spill_key=spill_key,
-            )
-            for _ in range(processes)
-        ]
+        self.savers = [SaverProcess(home_root, config, options) for _ in range(processes)]
         self.outstanding = [0] * processes
         self.states: list[Mapping[str, Any]] = [{} for _ in range(processes)]
 
@@ -432,24 +424,9 @@ class SaverPool:
 class InlineSaver:
     """The engine in the capture's own process (``--saver inline``): simpler, slower under load."""
 
-    def __init__(
-        self,
-        home_root: Path,
-        config: Config,
-        *,
-        max_waiting: int,
-        free_space_floor: int,
-        spill_key: bytes | None = None,
-    ) -> None:
+    def __init__(self, home_root: Path, config: Config, options: SaverOptions) -> None:
         self._messages: list[Message] = []
-        self.engine = SavingEngine(
-            home_root,
-            config,
-            self._messages.append,
-            max_waiting=max_waiting,
-            free_space_floor=free_space_floor,
-            spill_key=spill_key,
-        )
+        self.engine = SavingEngine(home_root, config, self._messages.append, **options.engine_kwargs())
 
     def send(self, kind: str, value: Any) -> None:
         self.engine.handle(kind, value)

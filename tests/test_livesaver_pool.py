@@ -16,7 +16,7 @@ from capture.frames import FrameDecoder
 from capture.pcapfile import CaptureReader
 from capture.tracker import CallTracker
 from recorder.config import Config
-from recorder.livesaver import SaveJob, SaverPool, merged_state
+from recorder.livesaver import SaveJob, SaverOptions, SaverPool, merged_state
 from store.catalogue import Catalogue
 from store.home import Home
 
@@ -62,7 +62,7 @@ def test_a_pool_of_two_savers_records_every_call_once(tmp_path: Path) -> None:
     pcap = write_calls(tmp_path / "calls.pcap", [CallSpec(f"10{n}", f"20{n}", seconds=1.0) for n in range(6)])
     calls = captured_calls(pcap)
     assert len(calls) == 6
-    pool = SaverPool(root, Config.defaults(), max_waiting=10, free_space_floor=0, processes=2)
+    pool = SaverPool(root, Config.defaults(), SaverOptions(max_waiting=10), processes=2)
     try:
         for call in calls:
             pool.send("save", SaveJob(call, "test"))
@@ -87,4 +87,4 @@ def test_a_pool_of_two_savers_records_every_call_once(tmp_path: Path) -> None:
 
 def test_a_pool_needs_a_saver() -> None:
     with pytest.raises(ValueError, match="at least one"):
-        SaverPool(Path("/nonexistent"), Config.defaults(), max_waiting=1, free_space_floor=0, processes=0)
+        SaverPool(Path("/nonexistent"), Config.defaults(), SaverOptions(), processes=0)
