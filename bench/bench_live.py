@@ -115,6 +115,8 @@ class Step:
             cmd.append("--no-journal")
         if self.args.buffer:
             cmd += ["--buffer", self.args.buffer]
+        if self.args.savers:
+            cmd += ["--savers", str(self.args.savers)]
         with open(self.log_path, "w") as log:
             capture = subprocess.Popen(
                 cmd,
@@ -445,6 +447,7 @@ def main() -> None:
         "--journal", action=argparse.BooleanOptionalAction, default=True, help="capture's journal"
     )
     parser.add_argument("--buffer", help="capture --buffer (ring size; default the capture's own)")
+    parser.add_argument("--savers", type=int, help="capture --savers (default the capture's own)")
     parser.add_argument("--profile", action="store_true", help="py-spy the capture (perturbs the figures)")
     parser.add_argument(
         "--timeline",
