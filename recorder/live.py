@@ -253,6 +253,8 @@ class CaptureService:
                 elif outcome == "failed":
                     self.counts.failed += 1
                     self.counts.not_recorded["processing failed"] += 1
+                    if value.get("crashed"):  # it killed two savers: not kept for a recovery to retry
+                        self.unsaved.discard((value["call_id"], value["started_ns"]))
                 elif outcome == "already":
                     self.counts.already_present += 1
                 elif outcome == "lost":

@@ -366,22 +366,35 @@ def merged_state(states: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 class SaverPool:
     """Several :class:`SaverProcess` es behind the same three calls. A call goes to the saver with the
     fewest calls outstanding (handed over, outcome not reported yet), so one saver stuck on a slow
-    disk or waiting for storage does not hold up the others' calls; configuration goes to all."""
+    disk or waiting for storage does not hold up the others' calls; configuration goes to all.
+
+    A saver that dies (killed, or crashed in a native decoder) is replaced, and the calls it had not
+    reported are handed to the new one; a call that was with a saver that died twice is reported
+    ``failed`` instead of being handed on a third time (it is likely what kills them)."""
 
     def __init__(self, home_root: Path, config: Config, options: SaverOptions, processes: int = 2) -> None:
         if processes < 1:
             raise ValueError("a saver pool needs at least one process")
+        self.home_root, self.config, self.options = home_root, config, options
         self.savers = [SaverProcess(home_root, config, options) for _ in range(processes)]
-        self.outstanding = [0] * processes
+        self.handed: list[dict[tuple[str, int], SaveJob]] = [{} for _ in range(processes)]
+        self.crashes: dict[tuple[str, int], int] = {}  # calls that were with a saver that died
         self.states: list[Mapping[str, Any]] = [{} for _ in range(processes)]
+        self.replaced = 0
+
+    @property
+    def outstanding(self) -> list[int]:
+        return [len(jobs) for jobs in self.handed]
 
     def send(self, kind: str, value: Any) -> None:
         if kind != "save":
+            if kind == "config":
+                self.config = value
             for saver in self.savers:
                 saver.send(kind, value)
             return
-        index = min(range(len(self.savers)), key=self.outstanding.__getitem__)
-        self.outstanding[index] += 1
+        index = min(range(len(self.savers)), key=lambda i: len(self.handed[i]))
+        self.handed[index][(value.call.call_id, value.call.started_ns)] = value
         self.savers[index].send(kind, value)
 
     def poll(self) -> list[Message]:
@@ -392,15 +405,44 @@ class SaverPool:
                 changed |= self._note(index, message)
                 if message[0] != "state":
                     out.append(message)
+            if not saver.process.is_alive():
+                out += self._replace(index)
+                changed = True
         if changed:
             out.append(("state", merged_state(self.states)))
+        return out
+
+    def _replace(self, index: int) -> list[Message]:
+        """A new saver in place of a dead one; its calls handed on again (or failed, the second time)."""
+        dead = self.savers[index]
+        jobs, self.handed[index] = self.handed[index], {}
+        self.savers[index] = SaverProcess(self.home_root, self.config, self.options)
+        self.states[index] = {}
+        self.replaced += 1
+        out: list[Message] = [
+            (
+                "log",
+                f"saver process {dead.process.pid} ended (exit code {dead.process.exitcode}); a new one "
+                f"saves the {len(jobs)} call(s) it had",
+            )
+        ]
+        for key, job in jobs.items():
+            self.crashes[key] = self.crashes.get(key, 0) + 1
+            if self.crashes[key] >= 2:
+                out.append(("log", f"call {key[0]} not recorded: the saver died twice while it had it"))
+                outcome = {"call_id": key[0], "started_ns": key[1], "outcome": "failed", "crashed": True}
+                out.append(("saved", outcome))
+                continue
+            self.send("save", job)
         return out
 
     def _note(self, index: int, message: Message) -> bool:
         """Book-keeping for one saver's message; whether its state changed."""
         kind, value = message
         if kind == "saved":  # each call handed over is reported once: saved, not recorded, failed or lost
-            self.outstanding[index] = max(0, self.outstanding[index] - 1)
+            key = (value["call_id"], value["started_ns"])
+            self.handed[index].pop(key, None)
+            self.crashes.pop(key, None)
         if kind in ("state", "stopped"):
             self.states[index] = value
             return True

@@ -88,3 +88,47 @@ def test_a_pool_of_two_savers_records_every_call_once(tmp_path: Path) -> None:
 def test_a_pool_needs_a_saver() -> None:
     with pytest.raises(ValueError, match="at least one"):
         SaverPool(Path("/nonexistent"), Config.defaults(), SaverOptions(), processes=0)
+
+
+def test_a_saver_that_dies_is_replaced_and_its_calls_saved_by_the_new_one(tmp_path: Path) -> None:
+    root = provision(tmp_path / "home")
+    pcap = write_calls(tmp_path / "calls.pcap", [CallSpec(f"30{n}", f"40{n}", seconds=1.0) for n in range(4)])
+    calls = captured_calls(pcap)
+    pool = SaverPool(root, Config.defaults(), SaverOptions(), processes=2)
+    try:
+        first = pool.savers[0].process
+        first.kill()  # before it could take anything: the calls handed to it wait in its queue
+        first.join(timeout=10)
+        for call in calls:
+            pool.send("save", SaveJob(call, "test"))
+        assert pool.outstanding[0] >= 1
+        messages = drain(pool, len(calls))
+    finally:
+        pool.stop(timeout_s=60)
+    assert pool.replaced == 1 and pool.savers[0].process is not first
+    assert any(kind == "log" and "a new one saves" in text for kind, text in messages)
+    saved = {v["call_id"]: v["outcome"] for kind, v in messages if kind == "saved"}
+    assert saved == {c.call_id: "recorded" for c in calls}
+
+
+def test_a_call_with_two_savers_that_died_is_failed_not_handed_on_again(tmp_path: Path) -> None:
+    root = provision(tmp_path / "home")
+    pcap = write_calls(tmp_path / "calls.pcap", [CallSpec("500", "600", seconds=1.0)])
+    (call,) = captured_calls(pcap)
+    pool = SaverPool(root, Config.defaults(), SaverOptions(), processes=1)
+    try:
+        for _ in range(2):
+            saver = pool.savers[0].process
+            saver.kill()
+            saver.join(timeout=10)
+            if not pool.outstanding[0]:
+                pool.send("save", SaveJob(call, "test"))
+            messages = pool.poll()  # the dead saver replaced; the call handed on once, then failed
+        assert pool.replaced == 2
+    finally:
+        pool.stop(timeout_s=60)
+    saved = [v for kind, v in messages if kind == "saved"]
+    assert saved == [
+        {"call_id": call.call_id, "started_ns": call.started_ns, "outcome": "failed", "crashed": True}
+    ]
+    assert pool.outstanding == [0]
