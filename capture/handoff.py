@@ -59,7 +59,7 @@ def read_leg(leg: TrackedLeg, dialog: CallDialog, counters: collections.Counter[
         return spool.packets()
     except (SpillError, OSError) as exc:
         counters["spill_read_errors"] += 1
-        lost = sum(ref.packets for ref in spool.spilled)
+        lost = spool.spilled.packets
         ts = dialog.ended_ns if dialog.ended_ns is not None else dialog.last_sip_ns
         summary = f"{lost} spilled media packets lost"
         dialog.events.append(CallEvent(ts, "media", summary, detail=f"{leg.direction}: {exc}"))
@@ -75,7 +75,7 @@ def _deferred(leg: TrackedLeg, dialog: CallDialog) -> tuple[RtpPackets, SpilledM
     if not spool.spilled or spool.sink is None:
         return read_leg(leg, dialog, collections.Counter()), None
     spilled = SpilledMedia(
-        spool.sink.location(spool.leg_key), tuple(spool.spilled), dialog.non_audio_payload_types
+        spool.sink.location(spool.leg_key), spool.spilled.copy(), dialog.non_audio_payload_types
     )
     return (spool.join() if spool.chunks else RtpPackets.empty()), spilled
 
@@ -96,7 +96,7 @@ def resolve_spilled(
             chunks = reader.read_all(spilled.location, spilled.refs)
         except (SpillError, OSError) as exc:
             counters["spill_read_errors"] += 1
-            lost = sum(ref.packets for ref in spilled.refs)
+            lost = spilled.refs.packets
             events.append(
                 CallEvent(
                     call.ended_ns, "media", f"{lost} spilled media packets lost", detail=f"{direction}: {exc}"

@@ -18,7 +18,14 @@ import numpy.typing as npt
 from capture.gather import rows as gather_rows
 
 if TYPE_CHECKING:
-    from capture.spill import SpillRef, SpillSink
+    from capture.spill import SpillRef, SpillRefs, SpillSink
+
+
+def _spill_refs() -> SpillRefs:
+    from capture.spill import SpillRefs  # capture.spill imports this module
+
+    return SpillRefs()
+
 
 I64 = npt.NDArray[np.int64]
 
@@ -179,7 +186,7 @@ class LegSpool:
     first_ts_ns: int | None = None
     last_ts_ns: int | None = None
     resident_bytes: int = 0  # payload bytes of ``chunks`` (not spilled)
-    spilled: list[SpillRef] = field(default_factory=list)  # in append order, all before ``chunks``
+    spilled: SpillRefs = field(default_factory=lambda: _spill_refs())  # in append order, before ``chunks``
     sink: SpillSink | None = None
     leg_key: str = ""
 

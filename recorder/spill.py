@@ -42,7 +42,7 @@ import resource
 import secrets
 import struct
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -352,9 +352,10 @@ class SpillFiles:
     def read_at(self, location: str, ref: SpillRef) -> RtpPackets:
         return _read_record(self._aead, Path(location), ref, None)
 
-    def read_all(self, location: str, refs: Sequence[SpillRef]) -> list[RtpPackets]:
+    def read_all(self, location: str, refs: Iterable[SpillRef]) -> list[RtpPackets]:
         """Every chunk of ``refs`` (one leg's, in the order written), with one open and one read of the
         file's span: a leg of a thirty-second call has thirty chunks."""
+        refs = list(refs)
         if not refs:
             return []
         start = min(ref.offset for ref in refs)

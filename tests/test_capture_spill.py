@@ -597,3 +597,21 @@ def test_files_made_ahead_serve_new_legs_and_go_at_close(tmp_path: Path) -> None
     assert list(sink.directory.glob(f"*{SUFFIX}"))
     sink.close()
     assert not list(sink.directory.glob(f"*{SUFFIX}")) and sink.stats().files == 0
+
+
+def test_spill_refs_keep_what_was_appended_compactly() -> None:
+    import pickle
+
+    from capture.spill import SpillRef, SpillRefs
+
+    refs = [SpillRef("leg-4", i, 1000 * i, 900 + i, 50, 8000) for i in range(3600)]
+    kept = SpillRefs(refs)
+    assert len(kept) == 3600 and kept[17] == refs[17] and list(kept) == refs and kept.packets == 180_000
+    again = pickle.loads(pickle.dumps(kept))
+    assert again == kept and again.leg_key == "leg-4"
+    copy = kept.copy()
+    kept.clear()
+    assert not kept and len(copy) == 3600
+    with pytest.raises(ValueError, match="leg-5"):
+        copy.append(SpillRef("leg-5", 0, 0, 1, 1, 1))
+    assert len(pickle.dumps(copy)) < 3600 * 48  # five 8-byte integers a reference, not an object each
