@@ -42,7 +42,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import sqlite3
@@ -68,6 +67,7 @@ from live_measure import (  # noqa: E402
     code_digest,
     correlation,
     host_cpu,
+    hot_spots,
     ns_from_iso,
     packet_match,
     pct,
@@ -397,30 +397,6 @@ class Step:
 
 
 # -- profile ------------------------------------------------------------------------------------------
-
-
-def hot_spots(path: Path, top: int = 15) -> dict[str, Any]:
-    """Self and inclusive shares per function from py-spy's raw (collapsed) output."""
-    own: dict[str, int] = {}
-    inclusive: dict[str, int] = {}
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        total += count
-        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
-        own[frames[-1]] = own.get(frames[-1], 0) + count
-        for name in set(frames):
-            inclusive[name] = inclusive.get(name, 0) + count
-    rank = sorted(own.items(), key=lambda kv: -kv[1])[:top]
-    ranked_incl = sorted(inclusive.items(), key=lambda kv: -kv[1])[: top * 2]
-    return {
-        "samples": total,
-        "self_pct": [[name, round(100 * n / max(total, 1), 1)] for name, n in rank],
-        "inclusive_pct": [[name, round(100 * n / max(total, 1), 1)] for name, n in ranked_incl],
-    }
 
 
 # -- main ---------------------------------------------------------------------------------------------

@@ -7,8 +7,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -127,3 +129,40 @@ def packet_match(recorded: np.ndarray, sent: np.ndarray, max_shift: int = 800) -
             offset = found
             matched += 1
     return matched / max(n, 1), steps
+
+
+# waits py-spy records with --idle: not where the CPU goes
+IDLE = ("Condition.wait", "select (selectors", "_recv (multiprocessing", "_send (multiprocessing", "poll (")
+
+
+def hot_spots(path: Path, top: int = 15) -> dict[str, Any]:
+    """Self and inclusive shares per function from py-spy's raw (collapsed) output, per process (the
+    capture, its savers), waits left out."""
+    processes: dict[str, dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        if any(wait in frames[-1] for wait in IDLE):
+            continue
+        heads = [n for n, f in enumerate(frames) if f.startswith("process ")]
+        name = ("saver" if "spawn_main" in frames[heads[-1]] else "capture") if heads else "capture"
+        frames = frames[heads[-1] + 1 :] if heads else frames
+        entry = processes.setdefault(name, {"samples": 0, "own": {}, "inclusive": {}})
+        count = int(count_text)
+        entry["samples"] += count
+        entry["own"][frames[-1]] = entry["own"].get(frames[-1], 0) + count
+        for frame in set(frames):
+            entry["inclusive"][frame] = entry["inclusive"].get(frame, 0) + count
+    out: dict[str, Any] = {}
+    for name, entry in processes.items():
+        total = max(entry["samples"], 1)
+        own = sorted(entry["own"].items(), key=lambda kv: -kv[1])[:top]
+        inclusive = sorted(entry["inclusive"].items(), key=lambda kv: -kv[1])[: top * 2]
+        out[name] = {
+            "samples": entry["samples"],
+            "self_pct": [[f, round(100 * n / total, 1)] for f, n in own],
+            "inclusive_pct": [[f, round(100 * n / total, 1)] for f, n in inclusive],
+        }
+    return out
