@@ -10,8 +10,8 @@ Prints one JSON line. Usage (from the repository root):
   bytes per payload byte (columns, record head, nonce, tag).
 * A synthetic capture (``bench/make_synthetic.py``: ``--calls`` concurrent G.711 calls of
   ``--minutes``) is fed to the tracker in the file's batches, once without spill and once spilling as
-  the live loop would: once per second of capture time, ``keep_recent_ns`` 10 s, ``min_bytes`` 256 kB;
-  batches of about half a second of capture.
+  the live loop does: :meth:`CallTracker.spill_pending` once per second of capture time; batches of
+  about half a second of capture.
   ``ram_per_call_*``: the peak of :meth:`CallTracker.memory_bytes` (payload held for calls in progress)
   divided by the number of calls, and at the end (just before the BYEs); ``tracker_s_*``: the feed time
   of each run (the cost of spilling, including the per-second split of the pending log).
@@ -42,8 +42,6 @@ from recorder.spill import SealedSpill  # noqa: E402
 
 MB = 1_000_000
 NS = 1_000_000_000
-KEEP_RECENT_NS = 10 * NS
-MIN_BYTES = 256 * 1024
 
 
 def g711_chunk(t0_ns: int, n: int, rng: np.random.Generator) -> RtpPackets:
@@ -98,7 +96,7 @@ def run_tracker(pcap: Path, calls: int, spill_dir: Path | None) -> dict[str, flo
         finished += len(tracker.feed(frames.decode(batch)))
         now = int(batch.ts_ns[-1])
         if sink is not None and (next_spill is None or now >= next_spill):
-            tracker.spill(sink, keep_recent_ns=KEEP_RECENT_NS, min_bytes=MIN_BYTES)
+            tracker.spill_pending(sink)
             next_spill = now + NS
         if tracker.calls_in_progress == calls:
             last = tracker.memory_bytes()

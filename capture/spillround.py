@@ -1,10 +1,10 @@
 """A live capture's spill rounds: the media of calls in progress moved out of memory to a spill sink.
 
-:func:`spill_resident` spills each leg's chunks in memory older than a window, leg by leg (the first
-way, kept for legs whose media a split filed in memory). :func:`spill_log` spills the whole media log
-at once: the log is put in leg order (:meth:`capture.media.MediaLog.drain`), the records of all legs are
-encoded in one pass (:func:`capture.spill.block_records`) and each leg's is one slice of it, sealed and
-written. Per leg that leaves a seal and a write: a thousand calls cost tens of milliseconds a round,
+:func:`spill_resident` spills, leg by leg, the chunks a split filed in memory (the media log is split
+when it grows past ``pending_packets``, or when many calls end at once). :func:`spill_log` spills the
+whole media log at once: the log is put in leg order (:meth:`capture.media.MediaLog.drain`), the
+records of all legs are encoded in one pass (:func:`capture.spill.block_records`) and each leg's is one
+slice of it, sealed and written. Per leg that leaves a seal and a write: a thousand calls cost tens of milliseconds a round,
 where a piece, a join and an encoding per leg cost hundreds.
 
 Only calls in progress are spilled, so a spilled chunk is never later than its call's end
@@ -22,22 +22,18 @@ from capture.spill import SpillSink, block_records
 
 
 def spill_resident(
-    calls: Iterable[TrackedCall],
-    sink: SpillSink,
-    keep_recent_ns: int,
-    min_bytes: int,
-    counters: collections.Counter[str],
+    calls: Iterable[TrackedCall], sink: SpillSink, counters: collections.Counter[str]
 ) -> int:
-    """Move each in-progress leg's chunks in memory older than ``keep_recent_ns`` (-1: all of them) to
-    ``sink``, for legs holding more than ``min_bytes``; the packets moved. A sink that cannot write
-    leaves the media in memory (counted: ``spill_write_errors``) and ends the round."""
+    """Move every chunk in memory of each in-progress leg to ``sink`` (before :func:`spill_log`, which
+    needs nothing left in memory); the packets moved. A sink that cannot write leaves the media in
+    memory (counted: ``spill_write_errors``) and ends the round."""
     moved = 0
     legs = (leg for call in calls if not call.dialog.terminal for leg in call.legs.values())
     for leg in legs:
-        if not leg.spool.chunks or leg.spool.resident_bytes <= min_bytes:
+        if not leg.spool.chunks:
             continue
         try:
-            moved += leg.spool.spill(sink, leg_key(leg.leg_id), keep_recent_ns)
+            moved += leg.spool.spill(sink, leg_key(leg.leg_id), keep_recent_ns=-1)
         except OSError:
             counters["spill_write_errors"] += 1
             break

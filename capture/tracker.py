@@ -100,19 +100,11 @@ class CallTracker:
         held = sum(leg.spool.resident_bytes for call in self._calls.values() for leg in call.legs.values())
         return held + self._pending.payload_bytes
 
-    def spill(self, sink: SpillSink, keep_recent_ns: int, min_bytes: int) -> int:
-        """Live capture, now and then: file the pending media log, then move the media of every call in
-        progress older than ``keep_recent_ns`` (capture time) to ``sink``, for each leg holding more than
-        ``min_bytes`` of payload in memory. Returns the packets moved. A sink that cannot write leaves the
-        media in memory (counted: ``spill_write_errors``) and ends this round."""
-        self._split_pending()
-        return spill_resident(self._calls.values(), sink, keep_recent_ns, min_bytes, self.counters)
-
     def spill_pending(self, sink: SpillSink) -> int:
         """Live capture, once a second: everything in memory for calls in progress goes to ``sink``
         (:func:`capture.spillround.spill_log`: no leg keeps media in memory between rounds, and no
         piece is made per leg). Returns the packets moved."""
-        moved = spill_resident(self._calls.values(), sink, -1, 0, self.counters)
+        moved = spill_resident(self._calls.values(), sink, self.counters)
         return moved + spill_log(self._pending, self._legs, sink, self.counters)
 
     def feed(self, batch: DatagramBatch) -> list[CapturedCall]:

@@ -14,7 +14,7 @@ import pytest
 from callpcap import CallSpec, write_calls
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from spill_helpers import MS, S, assert_same_calls, assert_same_packets, chunk, flip
+from spill_helpers import S, assert_same_calls, assert_same_packets, chunk, flip
 
 from capture.calls import CapturedCall
 from capture.frames import FrameDecoder
@@ -150,21 +150,14 @@ def _batches(path: Path, batch_bytes: int = 16 * 1024) -> list[PacketBatch]:
 
 
 def _track(
-    batches: list[PacketBatch],
-    sink: SpillSink | None = None,
-    keep_recent_ns: int = 200 * MS,
-    min_bytes: int = 0,
-    defer: bool = False,
-    whole_log: bool = False,
+    batches: list[PacketBatch], sink: SpillSink | None = None, defer: bool = False
 ) -> tuple[list[CapturedCall], CallTracker]:
     frames, tracker = FrameDecoder(), CallTracker(TrackerConfig(defer_spilled=defer, timeout_check_s=0.1))
     calls: list[CapturedCall] = []
     for batch in batches:
         calls += tracker.feed(frames.decode(batch))
-        if sink is not None and whole_log:
+        if sink is not None:
             tracker.spill_pending(sink)
-        elif sink is not None:
-            tracker.spill(sink, keep_recent_ns=keep_recent_ns, min_bytes=min_bytes)
     return calls + tracker.flush(), tracker
 
 
@@ -187,7 +180,7 @@ def test_tracker_spill_gives_the_same_calls_sealed_sink(
 ) -> None:
     reference, _ = _track(lab_batches)
     sink = SealedSpill(tmp_path / "spool" / "calls", log=lambda _: None)
-    calls, tracker = _track(lab_batches, sink, keep_recent_ns=1 * S, min_bytes=8 * 1024)
+    calls, tracker = _track(lab_batches, sink)
     assert tracker.counters["spilled_packets"] > 0
     assert sink.stats().chunks_written > 0 and sink.stats().chunks_read == sink.stats().chunks_written
     assert_same_calls(calls, reference)
@@ -230,7 +223,7 @@ def test_tracker_notes_spilled_media_that_cannot_be_read(
     tampered = False
     for batch in lab_batches:
         calls += tracker.feed(frames.decode(batch))
-        tracker.spill(sink, keep_recent_ns=200 * MS, min_bytes=0)
+        tracker.spill_pending(sink)
         files = sorted((tmp_path / "calls").glob(f"*{SUFFIX}"))
         if files and not tampered and files[0].stat().st_size > 200:
             flip(files[0], 100)
@@ -247,7 +240,7 @@ def test_deferred_spilled_media_is_read_back_by_whoever_saves_the_call(
 ) -> None:
     reference, _ = _track(lab_batches)
     sink = SealedSpill(tmp_path / "calls", log=lambda _: None)
-    calls, tracker = _track(lab_batches, sink, keep_recent_ns=1 * S, min_bytes=0, defer=True)
+    calls, tracker = _track(lab_batches, sink, defer=True)
     spilled = [leg.spilled for c in calls for leg in c.legs.values() if leg.spilled is not None]
     assert spilled and tracker.counters["spilled_packets"] == sum(r.packets for m in spilled for r in m.refs)
     assert sink.stats().chunks_read == 0 and sink.stats().files == len(spilled)  # not read, not discarded
@@ -270,7 +263,7 @@ def test_spilling_the_whole_media_log_gives_the_same_calls(
     leg (version 2 rows); read back by the tracker, or by a saver with the key alone."""
     reference, _ = _track(lab_batches)
     sink = SealedSpill(tmp_path / "calls", log=lambda _: None)
-    calls, tracker = _track(lab_batches, sink, defer=defer, whole_log=True)
+    calls, tracker = _track(lab_batches, sink, defer=defer)
     assert tracker.counters["spilled_packets"] > 0 and tracker.counters["spill_write_errors"] == 0
     if defer:
         reader = SpillFiles(sink.key)
@@ -333,7 +326,7 @@ def test_deferred_spilled_media_that_cannot_be_read_is_noted_in_the_call(
     lab_batches: list[PacketBatch], tmp_path: Path
 ) -> None:
     sink = SealedSpill(tmp_path / "calls", log=lambda _: None)
-    calls, _ = _track(lab_batches, sink, keep_recent_ns=1 * S, min_bytes=0, defer=True)
+    calls, _ = _track(lab_batches, sink, defer=True)
     call = next(c for c in calls if any(leg.spilled for leg in c.legs.values()))
     direction, leg = next((d, leg) for d, leg in call.legs.items() if leg.spilled is not None)
     assert leg.spilled is not None
@@ -354,7 +347,7 @@ def test_deferred_spilled_media_that_cannot_be_read_is_noted_in_the_call(
 
 def test_memory_per_call_is_bounded_with_spill(tmp_path: Path) -> None:
     path = write_calls(tmp_path / "long.pcap", [CallSpec("1001", "1002", seconds=240.0)])
-    batches = _batches(path, batch_bytes=64 * 1024)  # ~1.2 s of this call per batch
+    batches = _batches(path, batch_bytes=64 * 1024)  # ~3.3 s of this call (both legs) per batch
     results = {}
     for spill in (False, True):
         frames, tracker = FrameDecoder(), CallTracker()
@@ -362,19 +355,20 @@ def test_memory_per_call_is_bounded_with_spill(tmp_path: Path) -> None:
         peak, samples = 0, []
         for n, batch in enumerate(batches):
             tracker.feed(frames.decode(batch))
-            if spill:
-                tracker.spill(sink, keep_recent_ns=10 * S, min_bytes=64 * 1024)
-            held = tracker.memory_bytes()
+            held = tracker.memory_bytes()  # before the round: the most a round leaves in memory
             peak = max(peak, held)
             if n % 5 == 4:
                 samples.append(held)
+            if spill:
+                tracker.spill_pending(sink)
         calls = tracker.flush()
         assert len(calls) == 1 and len(calls[0].legs["caller->callee"].packets) == 12_000
         results[spill] = (peak, samples)
     without, with_spill = results[False], results[True]
-    # Without: everything (2 legs x 240 s x 8000 B/s) is held by the end; with: a bounded window.
+    # Without: everything (2 legs x 240 s x 8000 B/s) is held by the end; with: at most the payload of the
+    # one batch since the last round.
     assert without[0] > 3_500_000
-    assert with_spill[0] < 2 * (64 * 1024 + 12 * 8000) + 30_000, with_spill[0]
+    assert with_spill[0] < 64 * 1024, with_spill[0]
     assert with_spill[1][-1] <= with_spill[1][len(with_spill[1]) // 4] + 30_000  # not growing
     assert without[1][-1] > 2.5 * without[1][len(without[1]) // 4]  # growing
 
