@@ -2,7 +2,7 @@
 
 Writing the journal in the capture loop stalled it: each flush seals a second of frames (20 MB at 100,000
 frames/s) and waits for ``fdatasync``, which on ext4 also waits for whatever the savers wrote meanwhile
-(hundreds of MB while a wave of hang-ups is being recorded). The ring filled up behind those stalls.
+(hundreds of MB while a wave of hang-ups is being recorded), and the loop waited meanwhile.
 So the loop only copies frames out of the ring (:meth:`Journal.append`) and, every quarter of a second,
 hands the chunk to this thread (:meth:`Journal.take`); the thread does the rest (:meth:`Journal.write`)
 and the pruning. Chunks that queued up while it waited for the disk are written one after the other and

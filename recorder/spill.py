@@ -114,8 +114,8 @@ class SealedSpill:
         self.max_open = max_open if max_open is not None else max(0, min(MAX_OPEN_FILES, soft // 2 - 64))
         self._open = 0  # descriptors held (legs', emptied and made-ahead files); under _lock
         self._lock = threading.Lock()
-        self._free: list[_LegFile] = []  # emptied files, still open, for the next legs
-        self._ready: collections.deque[_LegFile] = collections.deque()  # made ahead by the maker thread
+        # empty files open for the next legs: made ahead by the maker thread, or emptied when a leg ended
+        self._ready: collections.deque[_LegFile] = collections.deque()
         self._emptying: collections.deque[_LegFile] = collections.deque()  # for the maker to truncate
         self._names = itertools.count(1)
         self._maker: threading.Thread | None = None
@@ -189,13 +189,13 @@ class SealedSpill:
             self._emptying.append(_LegFile(leg.path, fd=leg.fd))  # the maker thread empties it
             self._wake.set()
             return
-        if leg.fd is not None and len(self._free) < MAX_FREE_FILES:
+        if leg.fd is not None and len(self._ready) < MAX_FREE_FILES:
             try:  # emptied and kept open for the next leg: creating and deleting files cost more
                 os.ftruncate(leg.fd, 0)
             except OSError:
                 pass
             else:
-                self._free.append(_LegFile(leg.path, fd=leg.fd))
+                self._ready.append(_LegFile(leg.path, fd=leg.fd))
                 return
         self._close(leg)
         try:
@@ -221,10 +221,8 @@ class SealedSpill:
         return leg.path if leg is not None else None
 
     def _new_file(self) -> _LegFile:
-        """An emptied file left by an earlier leg, else one made ahead, else a new name (created at the
-        first write)."""
-        if self._free:
-            return self._free.pop()
+        """An empty file left by an earlier leg or made ahead, else a new name (created at the first
+        write)."""
         try:
             made = self._ready.popleft()
         except IndexError:
@@ -289,9 +287,8 @@ class SealedSpill:
         removed = 0
         target = self.ready_target
         self._stop_maker()
-        for leg in [*self._legs.values(), *self._free, *self._ready, *self._emptying]:
+        for leg in [*self._legs.values(), *self._ready, *self._emptying]:
             self._close(leg)
-        self._free.clear()
         self._ready.clear()
         self._emptying.clear()
         for path in self.directory.glob(f"*{SUFFIX}"):
