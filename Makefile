@@ -59,15 +59,25 @@ demo: install
 	$(BIN)/callrec --home $(DEMO_HOME) audit verify
 	@echo "Demo recording: $(CURDIR)/demo-call-1.wav (left: caller, right: callee), unsealed with $(DEMO_KEY)"
 
+# -P: the checkout's folders are not importable as top-level modules; callrec comes from the install.
 test: test-install system-deps
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -P -m pytest -q -p no:cacheprovider
 
-lint: test-install
-	$(BIN)/ruff check capture decode store recorder cli portal tests bench pcaps
+# mypy sees callrec.* through links under build/typecheck (tools/typecheck_tree.sh).
+typecheck-tree:
+	sh tools/typecheck_tree.sh
+
+lint: test-install typecheck-tree
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# A plain install into a fresh venv, used from another directory, as a user would (.ci/run runs it).
+install-check:
+	bash tools/install_check.sh
 
 bench: install
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_HOME) $(DEMO_KEY) demo-call-1.wav bench/out .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) build $(DEMO_HOME) $(DEMO_KEY) demo-call-1.wav bench/out .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -24,9 +24,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from store.access import Principal  # noqa: E402
-from store.catalogue import CallRecord, Catalogue, parse_when  # noqa: E402
-from store.query import CallFilter  # noqa: E402
+from callrec.store.access.principals import Principal  # noqa: E402
+from callrec.store.catalogue.db import CallRecord, Catalogue, parse_when  # noqa: E402
+from callrec.store.catalogue.query import CallFilter  # noqa: E402
 
 START_NS = parse_when("2026-09-01")
 SPAN_NS = 90 * 86_400 * 1_000_000_000

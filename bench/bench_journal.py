@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import numpy as np  # noqa: E402
 
-from capture.packets import BUFFER_PADDING, PacketBatch  # noqa: E402
-from recorder.journal import Journal, replay  # noqa: E402
+from callrec.capture.model.packets import BUFFER_PADDING, PacketBatch  # noqa: E402
+from callrec.recorder.journal.segments import Journal, replay  # noqa: E402
 
 FRAME_BYTES = 214
 HEADER_BYTES = 48  # sizeof(struct tpacket3_hdr)

@@ -77,14 +77,14 @@ from live_measure import (  # noqa: E402
 )
 from live_sender import FrameSet, build, call_id, ulaw_to_linear  # noqa: E402
 
-from recorder.control import ControlError, request  # noqa: E402
-from store.home import Home  # noqa: E402
+from callrec.recorder.live.control_socket import ControlError, request  # noqa: E402
+from callrec.store.home import Home  # noqa: E402
 
 TAIL_S = 3.0
 
 
 def callrec(home: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "cli.main", "--home", str(home), *args]
+    return [sys.executable, "-m", "callrec.cli.main", "--home", str(home), *args]
 
 
 # -- one step -----------------------------------------------------------------------------------------

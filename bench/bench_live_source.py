@@ -3,7 +3,7 @@
 Needs root and ``ip netns``. Builds two namespaces of its own joined by a veth pair, starts a sender
 process in one (``ip netns exec``) that writes G.711-sized RTP frames (214 bytes, 64 flows) at
 ``--rate`` packets/s for ``--seconds`` with an AF_PACKET socket, and reads them in the other with
-:class:`capture.live.LiveSource` (the default filter), optionally decoding every batch
+:class:`capture.sources.interfaces.LiveSource` (the default filter), optionally decoding every batch
 (``--decode``: ``FrameDecoder``). Reader CPU is this process's user + system time over the run; the
 kernel's receive work runs in the sender's context on a veth pair and is not counted. Prints one
 JSON line::
@@ -34,8 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from capture.frames import FrameDecoder  # noqa: E402
-from capture.live import LiveConfig, LiveSource  # noqa: E402
+from callrec.capture.frames.decoder import FrameDecoder  # noqa: E402
+from callrec.capture.sources.interfaces import LiveConfig, LiveSource  # noqa: E402
 
 FRAME_BYTES = 214
 FLOWS = 64

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from capture.frames import FrameDecoder
-from capture.pcapfile import read_batches
+from callrec.capture.frames.decoder import FrameDecoder
+from callrec.capture.sources.capture_file import read_batches
 
 FRAME_BYTES = 214
 PAYLOAD_BYTES = FRAME_BYTES - 14 - 20 - 8

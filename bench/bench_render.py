@@ -24,11 +24,17 @@ from pathlib import Path
 import av
 import numpy as np
 
-from capture.calls import CALLEE_TO_CALLER, CALLER_TO_CALLEE, CallState, CapturedCall, CapturedLeg
-from capture.media import STATIC_PAYLOAD_TYPES, MediaFormat, RtpPackets
-from decode.codecs import decoder_for, register_decoder
-from decode.codecs.opus import AvOpusDecoder, make_opus
-from decode.render import render_call
+from callrec.capture.model.calls import (
+    CALLEE_TO_CALLER,
+    CALLER_TO_CALLEE,
+    CallState,
+    CapturedCall,
+    CapturedLeg,
+)
+from callrec.capture.model.media import STATIC_PAYLOAD_TYPES, MediaFormat, RtpPackets
+from callrec.decode.codecs import decoder_for, register_decoder
+from callrec.decode.codecs.opus import AvOpusDecoder, make_opus
+from callrec.decode.render import render_call
 
 OUT = Path(__file__).resolve().parent / "out"
 

@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey  # noqa: E402
 
-from store.keys import RecordingPublicKey, fingerprint  # noqa: E402
-from store.seal import DEFAULT_CHUNK_SIZE, SUITE, Sealer, open_sealed  # noqa: E402
+from callrec.store.crypto.keys import RecordingPublicKey, fingerprint  # noqa: E402
+from callrec.store.crypto.seal import DEFAULT_CHUNK_SIZE, SUITE, Sealer, open_sealed  # noqa: E402
 
 MB = 1_000_000
 PIECE = 1 << 20

@@ -26,11 +26,11 @@ sys.path.insert(0, str(HERE))
 
 from make_synthetic import write  # noqa: E402
 
-import store.vault as vault  # noqa: E402
-from recorder.pipeline import import_captures  # noqa: E402
-from store.home import Home  # noqa: E402
-from store.keys import KeyDirectory, RecordingPublicKey  # noqa: E402
-from store.seal import Sealer  # noqa: E402
+import callrec.store.crypto.vault as vault  # noqa: E402
+from callrec.recorder.pipeline import import_captures  # noqa: E402
+from callrec.store.crypto.keys import KeyDirectory, RecordingPublicKey  # noqa: E402
+from callrec.store.crypto.seal import Sealer  # noqa: E402
+from callrec.store.home import Home  # noqa: E402
 
 
 class PassThrough:

@@ -4,7 +4,7 @@ Prints one JSON line. Usage (from the repository root):
 
     .venv/bin/python bench/bench_spill.py [--minutes 5] [--calls 10] [--dir /var/lib/callrec]
 
-* ``write_mb_per_s`` / ``read_mb_per_s``: :class:`recorder.spill.SealedSpill` writing (serialise,
+* ``write_mb_per_s`` / ``read_mb_per_s``: :class:`recorder.saving.sealed_spill.SealedSpill` writing (serialise,
   AES-256-GCM, pwrite) and reading back (pread, verify, deserialise) chunks of 30 s of one G.711 leg
   (1,500 packets, 240 kB of payload); MB = 10^6 payload bytes. ``disk_bytes_per_payload_byte``: file
   bytes per payload byte (columns, record head, nonce, tag).
@@ -34,11 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import numpy as np  # noqa: E402
 from make_synthetic import write as write_synthetic  # noqa: E402
 
-from capture.frames import FrameDecoder  # noqa: E402
-from capture.media import RtpPackets  # noqa: E402
-from capture.pcapfile import read_batches  # noqa: E402
-from capture.tracker import CallTracker  # noqa: E402
-from recorder.spill import SealedSpill  # noqa: E402
+from callrec.capture.frames.decoder import FrameDecoder  # noqa: E402
+from callrec.capture.model.media import RtpPackets  # noqa: E402
+from callrec.capture.sources.capture_file import read_batches  # noqa: E402
+from callrec.capture.tracking.tracker import CallTracker  # noqa: E402
+from callrec.recorder.saving.sealed_spill import SealedSpill  # noqa: E402
 
 MB = 1_000_000
 NS = 1_000_000_000

@@ -69,7 +69,7 @@ class Lab:
 
 def make_keys(root: Path) -> tuple[Path, Path]:
     """One key set for the run: (keys directory to copy into each home, compliance key file)."""
-    from store.keys import KeyDirectory
+    from callrec.store.crypto.keys import KeyDirectory
 
     KeyDirectory(root / "keys").init(root / "compliance.key", PASSPHRASE.encode(), time.time_ns())
     return root / "keys", root / "compliance.key"

@@ -1,4 +1,4 @@
-"""Packets to calls: capture sources, frames, SIP, SDP, RTP, dialogs, correlation.
+"""Packets to calls: sources, frames, SIP and SDP, RTP streams and their correlation, call tracking.
 
 Imports nothing from its siblings (see ARCHITECTURE.md).
 """

@@ -13,12 +13,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from store.access import Principal, Users, resolve_principal
-from store.audit import AuditTrail, client_description
-from store.catalogue import Catalogue
-from store.errors import AccessDenied
-from store.home import Home
-from store.keys import KeyDirectory
+from callrec.store.access.principals import Principal, Users, resolve_principal
+from callrec.store.audit.client import client_description
+from callrec.store.audit.trail import AuditTrail
+from callrec.store.catalogue.db import Catalogue
+from callrec.store.crypto.keys import KeyDirectory
+from callrec.store.errors import AccessDenied
+from callrec.store.home import Home
 
 
 def os_user() -> str:

@@ -1,6 +1,6 @@
 """``callrec``: the command line over the library. Parse, call one library function, format.
 
-Library errors (``capture.errors.ParseError``, ``store.errors.StoreError``, ``OSError``) become
+Library errors (``capture.model.errors.ParseError``, ``store.errors.StoreError``, ``OSError``) become
 ``Error: <message>`` on stderr with exit code 1; ``--debug`` shows the traceback instead.
 """
 
@@ -14,27 +14,27 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from capture.errors import ParseError
-from cli.lazy import LazyGroup
-from store.errors import StoreError
+from callrec.capture.model.errors import ParseError
+from callrec.cli.lazy import LazyGroup
+from callrec.store.errors import StoreError
 
 if TYPE_CHECKING:
-    from cli.context import Context
-    from recorder.pipeline import ImportReport
+    from callrec.cli.context import Context
+    from callrec.recorder.pipeline import ImportReport
 
 # Imported when used: `callrec import` does not load the live capture, the portal or the audio tools.
 _COMMANDS = {
-    "audit": "cli.audit:audit",
-    "calls": "cli.calls:calls",
-    "capture": "cli.capture:capture",
-    "config": "cli.config:config_group",
-    "hold": "cli.retention:hold",
-    "keys": "cli.keys:keys",
-    "portal": "cli.portal:portal",
-    "retention": "cli.retention:retention",
-    "rules": "cli.config:rules_group",
-    "status": "cli.capture:status",
-    "users": "cli.users:users",
+    "audit": "callrec.cli.commands.audit:audit",
+    "calls": "callrec.cli.commands.calls:calls",
+    "capture": "callrec.cli.commands.capture:capture",
+    "config": "callrec.cli.commands.config:config_group",
+    "hold": "callrec.cli.commands.retention:hold",
+    "keys": "callrec.cli.commands.keys:keys",
+    "portal": "callrec.cli.commands.portal:portal",
+    "retention": "callrec.cli.commands.retention:retention",
+    "rules": "callrec.cli.commands.config:rules_group",
+    "status": "callrec.cli.commands.capture:status",
+    "users": "callrec.cli.commands.users:users",
 }
 
 
@@ -84,8 +84,8 @@ def cli(ctx: click.Context, home: Path | None, as_user: str | None, debug: bool)
       callrec --home /srv/callrec import mirror-2026-11-28.pcap
       callrec --home /srv/callrec calls list --since 2026-11-28
     """
-    from cli.context import Context
-    from store.home import default_home
+    from callrec.cli.context import Context
+    from callrec.store.home import default_home
 
     ctx.obj = Context(home if home is not None else default_home(os.environ), as_user=as_user)
     ctx.call_on_close(ctx.obj.close)
@@ -110,9 +110,9 @@ def import_cmd(obj: Context, files: tuple[Path, ...], as_json: bool) -> None:
       callrec import mirror.pcap more.pcapng.gz
       callrec import --json call.pcap | jq '.[].id'
     """
-    from cli.output import call_json, dumps
-    from recorder.config import load_for_home
-    from recorder.pipeline import check_captures, import_captures
+    from callrec.cli.output import call_json, dumps
+    from callrec.recorder.config import load_for_home
+    from callrec.recorder.pipeline import check_captures, import_captures
 
     check_captures(files)  # one unreadable file imports nothing, and creates nothing
     obj.catalogue(create=True)

@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 import click
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from store.errors import KeyMissing
-from store.keys import load_private_keys, read_passphrase
+from callrec.store.crypto.keys import load_private_keys, read_passphrase
+from callrec.store.errors import KeyMissing
 
 F = TypeVar("F", bound=Callable[..., Any])
 

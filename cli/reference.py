@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 from click.testing import CliRunner
 
-from cli.main import cli
+from callrec.cli.main import cli
 
 START = "<!-- cli-reference:start -->"
 END = "<!-- cli-reference:end -->"

@@ -1,6 +1,5 @@
-"""Calls' media to audio: codecs, the timeline (reorder, place by RTP timestamp), stereo
-rendering, resampling and WAV writing.
+"""Calls' media to audio: codecs, the timeline (reorder, place by RTP timestamp), stereo rendering,
+resampling, quality figures, audio file formats and pictures.
 
-Imports only ``capture``'s value types (``capture.media``, ``capture.calls``,
-``capture.serial``) and numpy; see ARCHITECTURE.md.
+Imports only ``capture``'s value types (``callrec.capture.model``) and numpy; see ARCHITECTURE.md.
 """

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from decode.wav import read_wav
+from callrec.decode.formats.wav import read_wav
 
 RATE_HZ = 8000  # FRAME and HOP are in samples at this rate; other rates scale them
 FRAME = 256  # 32 ms

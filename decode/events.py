@@ -28,7 +28,7 @@ first packet is used. Events are never decoded as audio and never move the timel
 filters them before placing anything.
 
 DTMF sent in SIP INFO (``application/dtmf-relay``, ``Signal=5``) is signalling and would come
-from ``capture.dialog``; it is not handled here.
+from ``capture.sip.dialog``; it is not handled here.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from capture.calls import CALLEE_TO_CALLER, CALLER_TO_CALLEE, CapturedCall, CapturedLeg
-from capture.serial import ts_diff
-from decode.codecs import format_for
+from callrec.capture.model.calls import CALLEE_TO_CALLER, CALLER_TO_CALLEE, CapturedCall, CapturedLeg
+from callrec.capture.model.serial import ts_diff
+from callrec.decode.codecs import format_for
 
 NS = 1_000_000_000
 TELEPHONE_EVENT = "TELEPHONE-EVENT"

@@ -1,6 +1,7 @@
 """Per-leg media quality: RFC 3550 interarrival jitter and an ITU-T G.107 E-model MOS estimate.
 
-Jitter (RFC 3550 section 6.4.1) is computed by :mod:`decode.timeline` with :func:`rfc3550_jitter`.
+Jitter (RFC 3550 section 6.4.1) is computed by :mod:`decode.timeline` with
+:func:`callrec.decode.jitter.rfc3550_jitter`.
 
 The MOS is a *planning* estimate (ITU-T G.107, simplified), not a listening test. Per leg:
 
@@ -33,52 +34,23 @@ The MOS is a *planning* estimate (ITU-T G.107, simplified), not a listening test
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
-from capture.calls import CapturedLeg
-from capture.media import RtpPackets
-from capture.serial import unwrap_seq
-from decode.codecs import format_for, is_audio_format
-
-if TYPE_CHECKING:  # decode.timeline imports this module
-    from decode.timeline import LegStats
+from callrec.capture.model.calls import CapturedLeg
+from callrec.capture.model.media import RtpPackets
+from callrec.capture.model.serial import unwrap_seq
+from callrec.decode.codecs import format_for, is_audio_format
+from callrec.decode.timeline import LegStats
 
 F64 = npt.NDArray[np.float64]
 
-JITTER_GAIN = 1.0 / 16.0  # RFC 3550 6.4.1: J += (|D| - J) / 16
-_JITTER_BLOCK = 256
 
 R_DEFAULT = 93.2  # G.107: R with all parameters at their defaults
 FIXED_DELAY_MS = 40.0  # packetization, look-ahead and network path (assumed, see above)
 JITTER_BUFFER_FACTOR = 2.0  # a jitter buffer of twice the mean RFC 3550 jitter
 MAX_DROPOUT = 3000  # RFC 3550 A.1: a larger sequence jump is a restart, not loss
-
-
-def rfc3550_jitter(transit_steps: F64) -> F64:
-    """RFC 3550 6.4.1 interarrival jitter after each packet, from ``|D|`` (the change in transit
-    time between consecutive packets), starting from 0.
-
-    The update ``J_k = r J_(k-1) + g |D_k|`` (``g = 1/16``, ``r = 1 - g``) unrolls over a block to
-    ``J_k = r^(k+1) J_in + g r^k sum_(i<=k) r^-i |D_i|``; with blocks of 256 packets ``r^-i``
-    stays below 2e7, so float64 keeps the sum exact enough and Python loops once per block.
-    """
-    steps = np.asarray(transit_steps, dtype=np.float64)
-    out = np.empty_like(steps)
-    r = 1.0 - JITTER_GAIN
-    carry_weight = r ** np.arange(1, _JITTER_BLOCK + 1, dtype=np.float64)  # r^(k+1)
-    unroll = r ** -np.arange(_JITTER_BLOCK, dtype=np.float64)  # r^-i
-    level = 0.0
-    for first in range(0, steps.shape[0], _JITTER_BLOCK):
-        block = steps[first : first + _JITTER_BLOCK]
-        m = block.shape[0]
-        sums = np.cumsum(block * unroll[:m])
-        values = carry_weight[:m] * level + JITTER_GAIN * (carry_weight[:m] / r) * sums
-        out[first : first + m] = values
-        level = float(values[-1])
-    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from capture.calls import CALLEE_TO_CALLER, CALLER_TO_CALLEE, CapturedCall, CapturedLeg
-from decode.codecs import format_for
-from decode.events import DtmfEvent, anchored_time, call_dtmf_events
-from decode.quality import LegQuality, leg_quality
-from decode.timeline import LegStats, LegTimeline, analyse_leg
+from callrec.capture.model.calls import CALLEE_TO_CALLER, CALLER_TO_CALLEE, CapturedCall, CapturedLeg
+from callrec.decode.codecs import format_for
+from callrec.decode.events import DtmfEvent, anchored_time, call_dtmf_events
+from callrec.decode.quality import LegQuality, leg_quality
+from callrec.decode.timeline import LegStats, LegTimeline, analyse_leg
 
 DEFAULT_RATE_HZ = 8000  # used only when no leg has audio (an empty recording)
 # Column order of the stereo samples: what the caller said, then what the callee said.

@@ -91,7 +91,7 @@ def _strided_filter(xpad: F64, kernel: F64, base: int, step: int, count: int) ->
     if step <= 4:
         # np.convolve in "valid" mode gives valid[i] = sum_j kernel[j] * xpad[i + taps - 1 - j],
         # which is x[i - j]: computing every i and keeping every step-th wastes at most 4x.
-        valid = np.convolve(xpad[base : last], kernel, mode="valid")
+        valid = np.convolve(xpad[base:last], kernel, mode="valid")
         return valid[: (count - 1) * step + 1 : step]
     windows = sliding_window_view(xpad, taps)
     reversed_kernel = kernel[::-1].copy()

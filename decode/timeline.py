@@ -41,16 +41,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from capture.calls import CapturedLeg
-from capture.media import RtpPackets
-from capture.serial import seq_diff, unwrap_seq, unwrap_ts
-from decode.codecs import decoder_for, format_for, is_audio_format
-from decode.codecs.base import AudioDecoder
-from decode.codecs.g711 import G711Codes, G711Decoder
-from decode.envelope import envelope_fit, timestamp_jumps
-from decode.events import Anchor
-from decode.quality import rfc3550_jitter
-from decode.resample import resample
+from callrec.capture.model.calls import CapturedLeg
+from callrec.capture.model.media import RtpPackets
+from callrec.capture.model.serial import seq_diff, unwrap_seq, unwrap_ts
+from callrec.decode.codecs import decoder_for, format_for, is_audio_format
+from callrec.decode.codecs.base import AudioDecoder
+from callrec.decode.codecs.g711 import G711Codes, G711Decoder
+from callrec.decode.envelope import envelope_fit, timestamp_jumps
+from callrec.decode.events import Anchor
+from callrec.decode.jitter import rfc3550_jitter
+from callrec.decode.resample import resample
 
 I16 = npt.NDArray[np.int16]
 I64 = npt.NDArray[np.int64]

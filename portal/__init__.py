@@ -1,5 +1,5 @@
 """The supervisors' web portal: a small Flask application, thin over ``store`` and ``decode``.
 
-:func:`portal.app.create_app` builds it from a :class:`portal.config.PortalConfig`; ``callrec
-portal`` (``cli/portal.py``) unlocks the compliance key and serves it.
+:func:`callrec.portal.app.create_app` builds it from a :class:`callrec.portal.settings.PortalConfig`;
+``callrec portal`` (``cli/commands/portal.py``) unlocks the compliance key and serves it.
 """

@@ -3,14 +3,11 @@
 Every request gets a :class:`portal.gate.Gate` (catalogue, principal, audit trail) in ``g.gate``.
 A request without a live session is sent to the login page (an expired one says so); a POST
 without the session's CSRF token is refused (403) and audited. The calls pages are in
-:mod:`portal.calls`.
+:mod:`portal.views.calls`, the login and logout pages in :mod:`portal.views.login`.
 """
 
 from __future__ import annotations
 
-import secrets
-import threading
-from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -18,55 +15,20 @@ from flask import Flask, Response, g, redirect, render_template, request, url_fo
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers.response import Response as BaseResponse
 
-from portal.audio import AudioCache
-from portal.config import PortalConfig
-from portal.gate import Gate
-from portal.sessions import LoginCsrf, LoginLimiter, Session, SessionStore, tokens_equal
-from store.access import check_name
-from store.errors import AccessDenied, InvalidArgument, KeyMissing, NotFound, StoreError
-from store.home import Home
-from store.passwords import verify_password
+from callrec.portal.gate import Gate
+from callrec.portal.sessions import tokens_equal
+from callrec.portal.settings import PortalConfig
+from callrec.portal.state import PortalState, gate, session, state
+from callrec.portal.templating import duration_text, url_with, utc_text
+from callrec.portal.views.calls import blueprint
+from callrec.portal.views.login import login_page, logout, set_login_cookie
+from callrec.store.errors import AccessDenied, InvalidArgument, KeyMissing, NotFound, StoreError
 
-COOKIE = "callrec_session"
-SECURE_COOKIE = "__Host-callrec_session"  # the prefix makes browsers insist on Secure, Path=/ and no Domain
-LOGIN_COOKIE = "callrec_login"
 PUBLIC_ENDPOINTS = frozenset({"login", "static"})
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; media-src 'self'; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
-
-
-class PortalState:
-    """What lives as long as the portal process: settings, sessions, limits, opened recordings."""
-
-    def __init__(self, config: PortalConfig) -> None:
-        self.config = config
-        self.home = Home(config.home)
-        self.sessions = SessionStore(config.clock, config.idle_timeout_s, config.session_lifetime_s)
-        self.limiter = LoginLimiter(config.clock, config.login_failures, config.login_window_s)
-        self.login_csrf = LoginCsrf(secrets.token_bytes(32))
-        self.audio = AudioCache(config.audio_cache_bytes, config.audio_cache_idle_s, config.clock)
-        self.pictures: dict[str, bytes] = {}
-        self.pictures_lock = threading.Lock()
-
-    @property
-    def cookie_name(self) -> str:
-        return SECURE_COOKIE if self.config.secure_cookies else COOKIE
-
-
-def state() -> PortalState:
-    from flask import current_app
-
-    found = current_app.extensions["callrec"]
-    assert isinstance(found, PortalState)
-    return found
-
-
-def gate() -> Gate:
-    found = g.gate
-    assert isinstance(found, Gate)
-    return found
 
 
 def create_app(config: PortalConfig) -> Flask:
@@ -87,10 +49,8 @@ def create_app(config: PortalConfig) -> Flask:
         app.register_error_handler(error, _error_page(status))
     app.register_error_handler(StoreError, _error_page(500))
     app.add_url_rule("/", "index", lambda: redirect(url_for("calls.calls_list")))
-    app.add_url_rule("/login", "login", _login, methods=["GET", "POST"])
-    app.add_url_rule("/logout", "logout", _logout, methods=["POST"])
-
-    from portal.calls import blueprint
+    app.add_url_rule("/login", "login", login_page, methods=["GET", "POST"])
+    app.add_url_rule("/logout", "logout", logout, methods=["POST"])
 
     app.register_blueprint(blueprint)
     return app
@@ -155,7 +115,7 @@ def _security_headers(response: Response) -> Response:
         headers["Cache-Control"] = "no-store"
     if state().config.secure_cookies:
         headers.setdefault("Strict-Transport-Security", "max-age=31536000")
-    return _set_login_cookie(response)
+    return set_login_cookie(response)
 
 
 def _error_page(status: int) -> Any:
@@ -166,159 +126,3 @@ def _error_page(status: int) -> Any:
         return render_template("error.html", status=status, message=message), status
 
     return handle
-
-
-def session() -> Session | None:
-    found = g.get("session")
-    return found if isinstance(found, Session) else None
-
-
-def _set_session_cookie(response: BaseResponse, token: str) -> None:
-    portal = state()
-    response.set_cookie(
-        portal.cookie_name,
-        token,
-        httponly=True,
-        samesite="Lax",
-        secure=portal.config.secure_cookies,
-        path="/",
-    )
-
-
-# -- login and logout ------------------------------------------------------------------------------
-
-
-def _safe_next(target: str | None) -> str:
-    """A local path to go to after logging in (never another site: no scheme, no ``//``)."""
-    if not target or not target.startswith("/") or target.startswith(("//", "/\\")) or "\\" in target:
-        return url_for("calls.calls_list")
-    return target
-
-
-def _login() -> BaseResponse | tuple[str, int] | tuple[BaseResponse, int]:
-    portal = state()
-    if request.method == "GET":
-        if session() is not None:
-            return redirect(_safe_next(request.args.get("next")))
-        return _login_form(expired=request.args.get("expired") == "1")
-    nonce = request.cookies.get(LOGIN_COOKIE)
-    if not portal.login_csrf.check(nonce, request.form.get("csrf_token")):
-        gate().audit("portal.csrf", detail={"path": request.path, "method": "POST"}, outcome="denied")
-        return _login_form(error="The login form expired: please try again.", status=403)
-    name = request.form.get("username", "").strip()
-    password = request.form.get("password", "")
-    try:
-        user = check_name(name)
-    except InvalidArgument:
-        user = ""
-    client = request.remote_addr or "unknown"
-    keys = [f"address {client}"] + ([f"user {user}"] if user else [])
-    wait = portal.limiter.retry_after(*keys)
-    audit_user = user or "anonymous"
-    detail: dict[str, Any] = {} if user else {"name_given": name[:64]}
-    if wait:
-        gate().audit(
-            "portal.login", detail={**detail, "reason": "rate limited"}, outcome="denied", user=audit_user
-        )
-        response, status = _login_form(
-            error=f"Too many failed logins: try again in {wait} seconds.", status=429, name=name
-        )
-        return _with_header(response, status, "Retry-After", str(wait))
-    stored = None
-    if user:
-        try:
-            stored = gate().users().password_hash(user)
-        except NotFound:
-            stored = None
-    if not verify_password(password, stored):
-        portal.limiter.failed(*keys)
-        gate().audit(
-            "portal.login", detail={**detail, "reason": "bad credentials"}, outcome="denied", user=audit_user
-        )
-        return _login_form(error="Wrong user name or password.", status=401, name=name)
-    portal.limiter.succeeded(f"user {user}")
-    new = portal.sessions.create(user)
-    gate().load_principal(user)
-    gate().audit("portal.login", user=user)
-    done = redirect(_safe_next(request.form.get("next")), code=303)
-    _set_session_cookie(done, new.token)
-    done.delete_cookie(LOGIN_COOKIE, path="/login")
-    return done
-
-
-def _with_header(body: str, status: int, name: str, value: str) -> tuple[BaseResponse, int]:
-    response = Response(body, status=status, mimetype="text/html")
-    response.headers[name] = value
-    return response, status
-
-
-def _login_form(
-    *, error: str | None = None, expired: bool = False, status: int = 200, name: str = ""
-) -> tuple[str, int]:
-    """The login page, with a fresh login CSRF nonce set as a cookie after the response is made."""
-    nonce, token = state().login_csrf.issue()
-    g.login_nonce = nonce
-    page = render_template(
-        "login.html",
-        error=error,
-        expired=expired,
-        csrf_token=token,
-        name=name,
-        next=request.values.get("next", ""),
-    )
-    return page, status
-
-
-def _logout() -> BaseResponse:
-    portal = state()
-    found = session()
-    if found is not None:
-        portal.sessions.end(request.cookies.get(portal.cookie_name))
-        gate().audit("portal.logout")
-    response = redirect(url_for("login"), code=303)
-    response.delete_cookie(portal.cookie_name, path="/", secure=portal.config.secure_cookies, httponly=True)
-    return response
-
-
-def _set_login_cookie(response: Response) -> Response:
-    """After a login page is rendered: the nonce its CSRF token is bound to."""
-    nonce = g.get("login_nonce")
-    if nonce:
-        response.set_cookie(
-            LOGIN_COOKIE,
-            nonce,
-            httponly=True,
-            samesite="Strict",
-            secure=state().config.secure_cookies,
-            path="/login",
-            max_age=3600,
-        )
-    return response
-
-
-# -- template helpers ------------------------------------------------------------------------------
-
-
-def url_with(args: Mapping[str, str], **changes: object) -> str:
-    """The current page's URL with some query arguments changed (``None`` removes one)."""
-    merged = {k: v for k, v in args.items() if v != ""}
-    for key, value in changes.items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = str(value)
-    return request.path + ("?" + urlencode(merged) if merged else "")
-
-
-def utc_text(iso: str | None) -> str:
-    """``2026-11-28T14:02:03.120Z`` as ``2026-11-28 14:02:03``."""
-    return (iso or "")[:19].replace("T", " ")
-
-
-def duration_text(seconds: float | None) -> str:
-    """``75.2`` as ``1:15``; hours when there are some."""
-    if seconds is None:
-        return "–"
-    whole = int(round(float(seconds)))
-    hours, rest = divmod(whole, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"

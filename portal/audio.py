@@ -1,7 +1,7 @@
 """Recordings opened for the browser: decrypted into memory once, then served by byte ranges.
 
 A sealed recording is authenticated chunk by chunk and its end is checked last, so no byte may be
-served before the whole file has opened (:meth:`store.vault.Vault.open`). :class:`AudioCache`
+served before the whole file has opened (:meth:`store.crypto.vault.Vault.open`). :class:`AudioCache`
 keeps the few recordings being listened to in memory (never on disk), bounded by size and idle
 time, so that seeking is a slice of bytes rather than another decryption.
 """

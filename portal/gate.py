@@ -1,5 +1,5 @@
 """What every request gets: the catalogue, who is asking, and the audit trail (as ``cli.context`` for
-the command line). Permissions and scopes are the library's (:class:`store.access.Principal`):
+the command line). Permissions and scopes are the library's (:class:`store.access.principals.Principal`):
 the portal asks by action name and by catalogue row, and every denial is audited before it is
 raised.
 """
@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from store.access import Principal, Users
-from store.audit import AuditTrail
-from store.catalogue import Catalogue
-from store.errors import AccessDenied, NotFound
-from store.home import Home
-from store.keys import KeyDirectory
+from callrec.store.access.principals import Principal, Users
+from callrec.store.audit.trail import AuditTrail
+from callrec.store.catalogue.db import Catalogue
+from callrec.store.crypto.keys import KeyDirectory
+from callrec.store.errors import AccessDenied, NotFound
+from callrec.store.home import Home
 
 
 class Gate:

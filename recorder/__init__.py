@@ -1,1 +1,2 @@
-"""The appliance: configuration, the pipeline capture -> decode -> store, (later) the live daemon."""
+"""The appliance: configuration, recording policy, saving calls (capture -> decode -> store) from
+files and from the live capture service, and the crash journal."""

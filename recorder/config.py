@@ -21,7 +21,7 @@ Every error names the file, the key and the reason (:class:`ConfigError`). What 
     [keys]
     private_key = ["/media/compliance/callrec-recording.key"]   # key files for opening recordings
 
-    [capture]                   # how calls are followed (capture.tracker.TrackerConfig)
+    [capture]                   # how calls are followed (capture.tracking.tracker.TrackerConfig)
     media_timeout_s = 300       # answered, not held, no RTP and no SIP: ended by timeout
     setup_timeout_s = 180
     max_call_s = 43200
@@ -30,23 +30,23 @@ Every error names the file, the key and the reason (:class:`ConfigError`). What 
     sip_ports = [5060, 5080]    # SIP only on these ports (default: any port, recognised by content)
     max_calls = 100000          # calls followed at once; new calls beyond are counted and logged
 
-    [direction]                 # how calls are classified (recorder.direction)
+    [direction]                 # how calls are classified (recorder.policy.direction)
     internal_networks = ["198.51.100.0/24"]
     pbx = ["198.51.100.5"]
     trunks = ["203.0.113.1"]
     internal_numbers = ["2??"]
 
-    [[rules]]                   # recording rules, first match wins (recorder.rules); drop-ins append
+    [[rules]]                   # recording rules, first match wins (recorder.policy.rules); drop-ins append
     name = "sales-qa"
     direction = "inbound"
     queue = "sales"
     retention = "qa"
 
-    [controls]                  # on-demand start/stop and pause/resume codes (recorder.controls)
+    [controls]                  # on-demand start/stop and pause/resume codes (recorder.policy.controls)
     start = "*1"
     pause = "*3"
 
-    [consent]                   # how consent is established (recorder.controls)
+    [consent]                   # how consent is established (recorder.policy.controls)
     announcement = "consent.wav"    # relative to the file that names it
     after_s = 8
 """
@@ -61,11 +61,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recorder.controls import ConsentSettings, ControlSettings, parse_consent, parse_controls
-from recorder.direction import DirectionPolicy, PolicyError, parse_direction
-from recorder.rules import RuleSet, parse_rules
-from store.errors import StoreError
-from store.retention import RetentionClass, parse_classes
+from callrec.recorder.policy.controls import ConsentSettings, ControlSettings, parse_consent, parse_controls
+from callrec.recorder.policy.direction import DirectionPolicy, PolicyError, parse_direction
+from callrec.recorder.policy.rule_config import parse_rules
+from callrec.recorder.policy.rules import RuleSet
+from callrec.store.errors import StoreError
+from callrec.store.retention.policy import RetentionClass, parse_classes
 
 SYSTEM_DIR = Path("/etc/callrec")
 FILE_NAME = "callrec.toml"
@@ -74,13 +75,13 @@ DEFAULT_RETENTION = {"default": "30d"}
 QUEUE_HEADERS = ("x-queue", "diversion")  # the INVITE headers the capture side keeps
 
 _KNOWN: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "retention": {},  # any class name -> duration text (checked by store.retention)
+    "retention": {},  # any class name -> duration text (checked by store.retention.purge)
     "recording": {"retention": str, "queue_header": str},
     "keys": {"private_key": (str, list)},
-    "direction": {},  # checked by recorder.direction
-    "controls": {},  # checked by recorder.controls
+    "direction": {},  # checked by recorder.policy.direction
+    "controls": {},  # checked by recorder.policy.controls
     "consent": {},
-    "rules": {},  # an array of tables, checked by recorder.rules
+    "rules": {},  # an array of tables, checked by recorder.policy.rules
     "capture": {
         "media_timeout_s": (int, float),
         "setup_timeout_s": (int, float),
@@ -91,6 +92,9 @@ _KNOWN: dict[str, dict[str, type | tuple[type, ...]]] = {
         "max_calls": int,
     },
 }
+
+
+EX_CONFIG = 78  # sysexits.h: configuration error; the units' RestartPreventExitStatus=78
 
 
 class ConfigError(StoreError):
@@ -191,7 +195,7 @@ def _check_value(path: Path, table: str, key: str, value: object) -> list[str]:
     if table == "retention":
         return [] if isinstance(value, str) else [f'{path}: retention.{key}: must be text like "90d"']
     if table in ("direction", "controls", "consent"):
-        return []  # checked as a whole by recorder.direction / recorder.controls
+        return []  # checked as a whole by recorder.policy.direction / recorder.policy.controls
     if key not in known:
         return [f"{path}: {table}.{key}: unknown key (known: {', '.join(sorted(known))})"]
     expected = known[key]

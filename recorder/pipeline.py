@@ -12,18 +12,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from capture.frames import FrameDecoder
-from capture.pcapfile import open_capture
-from capture.tracker import CallTracker, TrackerConfig
-from recorder.config import Config
-from recorder.saving import CallSaver
-from store.catalogue import Catalogue
-from store.home import Home
-from store.keys import KeyDirectory
-from store.vault import Vault
+from callrec.capture.frames.decoder import FrameDecoder
+from callrec.capture.sources.capture_file import open_capture
+from callrec.capture.tracking.tracker import CallTracker, TrackerConfig
+from callrec.recorder.config import Config
+from callrec.recorder.saving.saver import CallSaver
+from callrec.store.catalogue.db import Catalogue
+from callrec.store.crypto.keys import KeyDirectory
+from callrec.store.crypto.vault import Vault
+from callrec.store.home import Home
 
 ProgressCallback = Callable[[int], None]
-
 
 
 @dataclass(slots=True)

@@ -1,5 +1,5 @@
-"""Recordings at rest: the data directory, atomic recording files and the SQLite catalogue.
+"""Recordings at rest: the data directory, sealed recording files, keys, the catalogue, the audit
+trail, retention and holds, and who may do what.
 
-Imports only the standard library and sqlite-utils (see ARCHITECTURE.md). Sealing, retention,
-audit and access control arrive in later issues behind the same interfaces.
+Imports neither ``capture`` nor ``decode`` (see ARCHITECTURE.md).
 """

@@ -23,10 +23,10 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlite_utils import Database
 
-from store.audit import AuditTrail
-from store.errors import InvalidArgument, KeyMissing, NotFound, StoreError
-from store.keys import KeyDirectory
-from store.recordings import RecordingStore
+from callrec.store.audit.trail import AuditTrail
+from callrec.store.crypto.keys import KeyDirectory
+from callrec.store.errors import InvalidArgument, KeyMissing, NotFound, StoreError
+from callrec.store.objects.local import RecordingStore
 
 CATALOGUE_NAME = "catalogue.db"
 RECORDINGS_DIR = "recordings"

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from capture.packets import BUFFER_PADDING, DatagramBatch, address_bytes
+from callrec.capture.model.packets import BUFFER_PADDING, DatagramBatch, address_bytes
 
 CALLER_IP = "198.51.100.10"
 CALLEE_IP = "198.51.100.20"

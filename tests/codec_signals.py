@@ -11,11 +11,12 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from capture.frames import FrameDecoder
-from capture.media import LegSpool, RtpPackets
-from capture.pcapfile import read_batches
-from capture.rtp import RTCP_TYPE_MAX, RTCP_TYPE_MIN, parse_rtp_columns
-from capture.serial import unwrap_seq
+from callrec.capture.frames.decoder import FrameDecoder
+from callrec.capture.model.media import RtpPackets
+from callrec.capture.model.serial import unwrap_seq
+from callrec.capture.sources.capture_file import read_batches
+from callrec.capture.streams.medialog import LegSpool
+from callrec.capture.streams.rtp import RTCP_TYPE_MAX, RTCP_TYPE_MIN, parse_rtp_columns
 
 I16 = npt.NDArray[np.int16]
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,8 +107,8 @@ def best_correlation(ref: npt.ArrayLike, out: npt.ArrayLike, max_lag: int) -> tu
 
 
 def capture_streams(path: Path) -> RtpPackets:
-    """Every RTP packet of a capture without SIP, in arrival order (capture.pcapfile, capture.frames,
-    capture.rtp.parse_rtp_columns); RTCP and non-RTP datagrams are left out."""
+    """Every RTP packet of a capture without SIP, in arrival order (capture.sources.capture_file, capture.frames.decoder,
+    capture.streams.rtp.parse_rtp_columns); RTCP and non-RTP datagrams are left out."""
     decoder = FrameDecoder()
     spool = LegSpool()
     for batch in read_batches(path):
@@ -157,7 +158,7 @@ def rms(pcm: npt.ArrayLike) -> float:
 def prompt_8k() -> I16:
     """The FreeSWITCH prompt of Wireshark's sip-rtp-g711.pcap (real speech, 8.5 s), decoded from
     its PCMU call with the bit-exact G.711 table."""
-    from decode.codecs.g711 import ULAW_TABLE
+    from callrec.decode.codecs.g711 import ULAW_TABLE
 
     packets = capture_streams(REAL / "wireshark-wiki" / "sip-rtp-g711.pcap")
     leg = one_stream(packets, int(packets.ssrc[packets.payload_type == 0][0]), 0)

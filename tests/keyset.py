@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from store.keys import KeyDirectory
+from callrec.store.crypto.keys import KeyDirectory
 
 PASSPHRASE = "test passphrase, not a secret"
 

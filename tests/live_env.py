@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def callrec_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cli.main", *args]
+    return [sys.executable, "-m", "callrec.cli.main", *args]
 
 
 def run_callrec(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -14,16 +14,16 @@ from callpcap import CallSpec, write_calls
 from click.testing import CliRunner, Result
 from keyset import PASSPHRASE, keyset, provision
 
-from cli.context import os_user
-from cli.main import CallrecGroup, cli
-from cli.portal import portal
-from portal.app import create_app
-from portal.config import PortalConfig
-from store.access import Users
-from store.catalogue import Catalogue
-from store.home import Home
-from store.keys import load_private_keys
-from store.passwords import hash_password
+from callrec.cli.commands.portal import portal
+from callrec.cli.context import os_user
+from callrec.cli.main import CallrecGroup, cli
+from callrec.portal.app import create_app
+from callrec.portal.settings import PortalConfig
+from callrec.store.access.passwords import hash_password
+from callrec.store.access.principals import Users
+from callrec.store.catalogue.db import Catalogue
+from callrec.store.crypto.keys import load_private_keys
+from callrec.store.home import Home
 
 ME = os_user()
 PASSWORDS = {
@@ -141,7 +141,7 @@ def login(client: Any, user: str, password: str | None = None, **extra: str) -> 
 
 
 def audit_entries(home: Path, **filters: Any) -> list[Any]:
-    from store.audit import AuditTrail
+    from callrec.store.audit.trail import AuditTrail
 
     with Catalogue(Home(home).catalogue_path) as catalogue:
         trail = AuditTrail(catalogue.db, signing_key=None, verify_key=None, head_path=None)

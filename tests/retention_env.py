@@ -8,17 +8,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from store.catalogue import Catalogue
-from store.holds import Holds
-from store.migrations import write_transaction
-from store.recordings import RecordingStore
-from store.retention import (
-    Retention,
-    RetentionClass,
-    parse_classes,
-    parse_duration,
-    retention_fields,
-)
+from callrec.store.catalogue.db import Catalogue
+from callrec.store.catalogue.migrations import write_transaction
+from callrec.store.objects.local import RecordingStore
+from callrec.store.retention.holds import Holds
+from callrec.store.retention.policy import RetentionClass, parse_classes, parse_duration, retention_fields
+from callrec.store.retention.purge import Retention
 
 SEC = 1_000_000_000
 DAY = 86_400 * SEC

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from capture.calls import CapturedCall
-from capture.media import RtpPackets
+from callrec.capture.model.calls import CapturedCall
+from callrec.capture.model.media import RtpPackets
 
 MS = 1_000_000
 S = 1_000_000_000

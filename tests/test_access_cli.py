@@ -11,8 +11,8 @@ from callpcap import CallSpec, write_calls
 from click.testing import CliRunner, Result
 from keyset import provision
 
-from cli.context import os_user
-from cli.main import cli
+from callrec.cli.context import os_user
+from callrec.cli.main import cli
 
 ME = os_user()
 

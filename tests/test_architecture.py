@@ -21,7 +21,13 @@ ALLOWED = {
 # cli uses the portal, and the portal uses nothing of cli.
 LAUNCHERS = {"cli/portal.py": {"portal"}}
 # decode may use only capture's value types, never its machinery.
-DECODE_MAY_USE = {"capture.media", "capture.calls", "capture.serial", "capture.errors", "capture.gather"}
+DECODE_MAY_USE = {
+    "callrec.capture.model.media",
+    "callrec.capture.model.calls",
+    "callrec.capture.model.serial",
+    "callrec.capture.model.errors",
+    "callrec.capture.model.gather",
+}
 
 
 def _imports(path: Path) -> set[str]:

@@ -1,4 +1,4 @@
-"""capture.frames: frames to UDP datagrams (link types, VLAN, IPv4/IPv6, fragments), both paths."""
+"""capture.frames.decoder: frames to UDP datagrams (link types, VLAN, IPv4/IPv6, fragments), both paths."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from capture.frames import FrameDecoder
-from capture.ipfrag import Reassembler
-from capture.packets import BUFFER_PADDING, DatagramBatch, PacketBatch, address_text
-from capture.pcapfile import read_batches
+from callrec.capture.frames.decoder import FrameDecoder
+from callrec.capture.frames.fragments import Reassembler
+from callrec.capture.model.packets import BUFFER_PADDING, DatagramBatch, PacketBatch, address_text
+from callrec.capture.sources.capture_file import read_batches
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "pcaps"
 NS = 1_000_000_000

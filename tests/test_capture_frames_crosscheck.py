@@ -31,8 +31,8 @@ from test_capture_frames import (
     v6_fragments,
 )
 
-from capture.frames import FrameDecoder
-from capture.pcapfile import read_batches
+from callrec.capture.frames.decoder import FrameDecoder
+from callrec.capture.sources.capture_file import read_batches
 
 # -- cross-checks -----------------------------------------------------------------------------
 

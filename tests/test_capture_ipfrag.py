@@ -1,4 +1,4 @@
-"""capture.ipfrag.Reassembler: order, duplicates, overlaps, bounds and timeouts."""
+"""capture.frames.fragments.Reassembler: order, duplicates, overlaps, bounds and timeouts."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capture.ipfrag import MAX_DATAGRAM, Reassembled, Reassembler
+from callrec.capture.frames.fragments import MAX_DATAGRAM, Reassembled, Reassembler
 
 NS = 1_000_000_000
 DATA = bytes(range(256)) * 10  # 2560 bytes

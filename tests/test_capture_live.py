@@ -1,4 +1,4 @@
-"""Live capture (capture.live, capture.ring, capture.bpf) on real veth pairs, and the replay source.
+"""Live capture (capture.sources.interfaces, capture.sources.ring, capture.sources.bpf) on real veth pairs, and the replay source.
 
 The namespace tests need root and ``ip netns``; they build two namespaces of their own (names unique per
 run) with two veth pairs, ``s0``-``r0`` (198.51.100.0/24) and ``s1``-``r1`` (203.0.113.0/24), IPv6 off
@@ -23,15 +23,21 @@ from pathlib import Path
 
 import pytest
 
-from capture.bpf import DEFAULT_FILTER, FilterError, compile_filter, default_filter, filter_compiler
-from capture.calls import CapturedCall
-from capture.frames import FrameDecoder
-from capture.live import CaptureSetupError, LiveConfig, LiveSource
-from capture.packets import LINKTYPE_ETHERNET, PacketBatch
-from capture.pcapfile import read_batches
-from capture.replay import ReplaySource
-from capture.source import PacketSource
-from capture.tracker import CallTracker
+from callrec.capture.frames.decoder import FrameDecoder
+from callrec.capture.model.calls import CapturedCall
+from callrec.capture.model.packets import LINKTYPE_ETHERNET, PacketBatch
+from callrec.capture.sources.base import PacketSource
+from callrec.capture.sources.bpf import (
+    DEFAULT_FILTER,
+    FilterError,
+    compile_filter,
+    default_filter,
+    filter_compiler,
+)
+from callrec.capture.sources.capture_file import read_batches
+from callrec.capture.sources.interfaces import CaptureSetupError, LiveConfig, LiveSource
+from callrec.capture.sources.replay import ReplaySource
+from callrec.capture.tracking.tracker import CallTracker
 
 ROOT = Path(__file__).resolve().parents[1]
 LAB_PCAP = ROOT / "pcaps" / "lab" / "lab_pcmu_12s.pcap"

@@ -7,8 +7,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capture.correlate import NO_LEG, BindingTable
-from capture.media import MediaLog, RtpPackets
+from callrec.capture.model.media import RtpPackets
+from callrec.capture.streams.correlate import NO_LEG, BindingTable
+from callrec.capture.streams.medialog import MediaLog
 
 
 def test_media_log_splits_per_leg_in_arrival_order() -> None:

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from capture.gather import row_view, rows
-from capture.packets import address_bytes, address_text, endpoint_key, endpoint_keys
+from callrec.capture.model.gather import row_view, rows
+from callrec.capture.model.packets import address_bytes, address_text, endpoint_key, endpoint_keys
 
 
 def test_ipv4_keys_are_exact() -> None:

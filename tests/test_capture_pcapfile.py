@@ -1,4 +1,4 @@
-"""capture.pcapfile / capture.pcapng: pcap and pcapng (gzip too) to PacketBatch columns."""
+"""capture.sources.capture_file / capture.sources.pcapng: pcap and pcapng (gzip too) to PacketBatch columns."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from capture.errors import ParseError, Truncated, UnsupportedFormat
-from capture.packets import BUFFER_PADDING, PacketBatch
-from capture.pcapfile import MAX_CAPLEN, open_capture, read_batches
-from capture.pcapng import ticks_to_ns
+from callrec.capture.model.errors import ParseError, Truncated, UnsupportedFormat
+from callrec.capture.model.packets import BUFFER_PADDING, PacketBatch
+from callrec.capture.sources.capture_file import open_capture, read_batches
+from callrec.capture.sources.pcapng import ticks_to_ns
+from callrec.capture.sources.walk import MAX_CAPLEN
 
 NS = 1_000_000_000
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "pcaps"

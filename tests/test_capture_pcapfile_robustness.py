@@ -27,9 +27,9 @@ from test_capture_pcapfile import (
     write,
 )
 
-from capture.errors import ParseError, Truncated, UnsupportedFormat
-from capture.packets import BUFFER_PADDING
-from capture.pcapfile import open_capture, read_batches
+from callrec.capture.model.errors import ParseError, Truncated, UnsupportedFormat
+from callrec.capture.model.packets import BUFFER_PADDING
+from callrec.capture.sources.capture_file import open_capture, read_batches
 
 # -- robustness: only ParseError, never IndexError / struct.error ------------------------------
 

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capture.errors import ParseError, Truncated
-from capture.packets import BUFFER_PADDING
-from capture.rtp import is_rtcp, parse_rtp, parse_rtp_columns
+from callrec.capture.model.errors import ParseError, Truncated
+from callrec.capture.model.packets import BUFFER_PADDING
+from callrec.capture.streams.rtp import is_rtcp, parse_rtp, parse_rtp_columns
 
 
 def packet(

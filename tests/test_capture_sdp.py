@@ -1,4 +1,4 @@
-"""capture.sdp: SDP bodies from real captures, every attribute the recorder reads, and properties."""
+"""capture.sip.sdp: SDP bodies from real captures, every attribute the recorder reads, and properties."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from capture.errors import ParseError
-from capture.media import MediaFormat
-from capture.sdp import STATIC_PAYLOAD_TYPES, SdpMedia, SessionDescription, parse_sdp
-from capture.sip import parse_message
+from callrec.capture.model.errors import ParseError
+from callrec.capture.model.media import MediaFormat
+from callrec.capture.sip.message import parse_message
+from callrec.capture.sip.sdp import STATIC_PAYLOAD_TYPES, SdpMedia, SessionDescription, parse_sdp
 
 DATA = Path(__file__).parent / "data" / "sip"
 

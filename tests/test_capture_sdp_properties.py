@@ -1,4 +1,4 @@
-"""capture.sdp under hypothesis: any bytes raise only ParseError; generated bodies round trip."""
+"""capture.sip.sdp under hypothesis: any bytes raise only ParseError; generated bodies round trip."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_capture_sdp import REAL_SDP, real_sdp, sdp
 
-from capture.errors import ParseError
-from capture.media import MediaFormat
-from capture.sdp import STATIC_PAYLOAD_TYPES, parse_sdp
+from callrec.capture.model.errors import ParseError
+from callrec.capture.model.media import MediaFormat
+from callrec.capture.sip.sdp import STATIC_PAYLOAD_TYPES, parse_sdp
 
 # --- properties ------------------------------------------------------------------------------------
 

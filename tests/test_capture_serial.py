@@ -8,7 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capture.serial import SEQ_MOD, TS_MOD, seq_diff, seq_gt, ts_diff, ts_gt, unwrap_seq, unwrap_ts
+from callrec.capture.model.serial import (
+    SEQ_MOD,
+    TS_MOD,
+    seq_diff,
+    seq_gt,
+    ts_diff,
+    ts_gt,
+    unwrap_seq,
+    unwrap_ts,
+)
 
 
 @pytest.mark.parametrize(

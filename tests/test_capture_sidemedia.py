@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from builders import CALLEE_IP, CALLER_IP, Row, batch, rtp, sdp, sip
 
-from capture.calls import CALLEE_TO_CALLER, CALLER_TO_CALLEE, CallState, CapturedCall
-from capture.dialog import CallDialog
-from capture.frames import FrameDecoder
-from capture.pcapfile import open_capture
-from capture.sidemedia import T38, VIDEO
-from capture.sip import parse_message
-from capture.tracker import CallTracker, TrackerConfig
+from callrec.capture.frames.decoder import FrameDecoder
+from callrec.capture.model.calls import CALLEE_TO_CALLER, CALLER_TO_CALLEE, CallState, CapturedCall
+from callrec.capture.sip.dialog import CallDialog
+from callrec.capture.sip.message import parse_message
+from callrec.capture.sip.sdp import T38, VIDEO
+from callrec.capture.sources.capture_file import open_capture
+from callrec.capture.tracking.tracker import CallTracker, TrackerConfig
 
 MS = 1_000_000
 S = 1_000_000_000
@@ -191,7 +191,7 @@ def test_t38_on_the_audio_port_is_not_mixed_into_the_legs() -> None:
 
 
 def test_decoding_after_t38_reports_no_lost_audio() -> None:
-    from decode.render import render_call
+    from callrec.decode.render import render_call
 
     _, [call] = _run(_fax_call(4000, 6000, seq0=32760))
     rendered = render_call(call)

@@ -1,4 +1,4 @@
-"""capture.sip: SIP message parsing on real captured messages, hand-made edge cases and properties."""
+"""capture.sip.message: SIP message parsing on real captured messages, hand-made edge cases and properties."""
 
 from __future__ import annotations
 
@@ -8,21 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from capture.errors import NeedMoreData, ParseError, Truncated
-from capture.sip import (
+from callrec.capture.model.errors import NeedMoreData, ParseError, Truncated
+from callrec.capture.sip.addresses import NameAddr, parse_name_addr, split_header_list, uri_host, uri_user
+from callrec.capture.sip.message import (
     COMPACT_FORMS,
     MAX_HEADERS,
-    NameAddr,
     SipMessage,
     TruncatedBody,
     canonical_header_name,
     looks_like_sip,
     message_length,
     parse_message,
-    parse_name_addr,
-    split_header_list,
-    uri_host,
-    uri_user,
 )
 
 DATA = Path(__file__).parent / "data" / "sip"

@@ -1,21 +1,13 @@
-"""capture.sip: name-addr and URI helpers, SIP detection on any port, and framing on a stream."""
+"""capture.sip.message: name-addr and URI helpers, SIP detection on any port, and framing on a stream."""
 
 from __future__ import annotations
 
 import pytest
 from test_capture_sip import BASE, build
 
-from capture.errors import NeedMoreData, ParseError
-from capture.sip import (
-    NameAddr,
-    looks_like_sip,
-    message_length,
-    parse_message,
-    parse_name_addr,
-    parse_params,
-    uri_host,
-    uri_user,
-)
+from callrec.capture.model.errors import NeedMoreData, ParseError
+from callrec.capture.sip.addresses import NameAddr, parse_name_addr, parse_params, uri_host, uri_user
+from callrec.capture.sip.message import looks_like_sip, message_length, parse_message
 
 # --- name-addr and URIs ----------------------------------------------------------------------------
 

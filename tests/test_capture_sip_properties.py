@@ -1,4 +1,4 @@
-"""capture.sip under hypothesis: any bytes, mutated and truncated real messages, generated round trips."""
+"""capture.sip.message under hypothesis: any bytes, mutated and truncated real messages, generated round trips."""
 
 from __future__ import annotations
 
@@ -10,19 +10,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_capture_sip import REAL
 
-from capture.errors import NeedMoreData, ParseError, Truncated
-from capture.sip import (
+from callrec.capture.model.errors import NeedMoreData, ParseError, Truncated
+from callrec.capture.sip.addresses import (
     NameAddr,
-    canonical_header_name,
-    looks_like_sip,
-    message_length,
-    parse_message,
     parse_name_addr,
     parse_params,
     split_header_list,
     uri_host,
     uri_user,
 )
+from callrec.capture.sip.message import canonical_header_name, looks_like_sip, message_length, parse_message
 
 # --- properties ------------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """Spilling the media of calls in progress, the capture side: serialisation, LegSpool.spill, the
 tracker's spill rounds, spilled media read back by a saver, disk errors, and the memory bound it buys.
-The sealed sink itself (recorder.spill) is in test_recorder_spill.py."""
+The sealed sink itself (recorder.saving.sealed_spill) is in test_recorder_spill.py."""
 
 from __future__ import annotations
 
@@ -16,15 +16,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from spill_helpers import S, assert_same_calls, assert_same_packets, chunk, flip
 
-from capture.calls import CapturedCall
-from capture.frames import FrameDecoder
-from capture.handoff import resolve_spilled
-from capture.media import LegSpool, RtpPackets
-from capture.packets import PacketBatch
-from capture.pcapfile import read_batches
-from capture.spill import MemorySink, SpillError, SpillSink, decode_chunk, encode_chunk
-from capture.tracker import CallTracker, TrackerConfig
-from recorder.spill import SUFFIX, SealedSpill, SpillFiles
+from callrec.capture.frames.decoder import FrameDecoder
+from callrec.capture.model.calls import CapturedCall
+from callrec.capture.model.media import RtpPackets
+from callrec.capture.model.packets import PacketBatch
+from callrec.capture.model.spilled import SpillError, SpillSink
+from callrec.capture.sources.capture_file import read_batches
+from callrec.capture.streams.medialog import LegSpool
+from callrec.capture.streams.spill import MemorySink, decode_chunk, encode_chunk
+from callrec.capture.tracking.handoff import resolve_spilled
+from callrec.capture.tracking.tracker import CallTracker, TrackerConfig
+from callrec.recorder.saving.sealed_spill import SUFFIX, SealedSpill, SpillFiles
 
 ROOT = Path(__file__).resolve().parent.parent
 LAB_PCAP = ROOT / "pcaps" / "lab" / "lab_pcmu_12s.pcap"
@@ -206,7 +208,7 @@ def test_tracker_spill_on_a_full_disk_keeps_the_media(
             return os.pwrite(fd, parts[0], offset)
         return real(fd, parts, offset)
 
-    monkeypatch.setattr("recorder.spill.os.pwritev", flaky)
+    monkeypatch.setattr("callrec.recorder.saving.sealed_spill.os.pwritev", flaky)
     calls, tracker = _track(lab_batches, sink)
     assert tracker.counters["spill_write_errors"] > 0 and sink.stats().write_errors > 0
     assert tracker.counters["spilled_packets"] > 0
@@ -293,8 +295,8 @@ def test_spilling_the_whole_media_log_on_a_full_disk_keeps_the_media(lab_batches
 )
 @settings(max_examples=150, deadline=None)
 def test_version_2_records_are_each_legs_packets(rows: list[tuple[int, int, int, int]]) -> None:
-    from capture.media import MediaLog
-    from capture.spill import block_records
+    from callrec.capture.streams.medialog import MediaLog
+    from callrec.capture.streams.spill import block_records
 
     log = MediaLog()
     n = len(rows)
@@ -376,7 +378,7 @@ def test_memory_per_call_is_bounded_with_spill(tmp_path: Path) -> None:
 def test_spill_refs_keep_what_was_appended_compactly() -> None:
     import pickle
 
-    from capture.spill import SpillRef, SpillRefs
+    from callrec.capture.model.spilled import SpillRef, SpillRefs
 
     refs = [SpillRef("leg-4", i, 1000 * i, 900 + i, 50, 8000) for i in range(3600)]
     kept = SpillRefs(refs)

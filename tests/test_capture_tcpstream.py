@@ -1,4 +1,4 @@
-"""SIP over TCP stream reassembly (capture.tcpstream): segments built by hand, and real captures."""
+"""SIP over TCP stream reassembly (capture.sip.tcp): segments built by hand, and real captures."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capture.tcpstream import FIN, RST, SYN, SipStreams
+from callrec.capture.sip.tcp import FIN, RST, SYN, SipStreams
 
 KEY = (
     b"\x00" * 10 + b"\xff\xff" + bytes([10, 0, 0, 1]),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from builders import CALLEE_IP, CALLER_IP, batch, rtp, sdp, sip
 
-from capture.calls import CALLEE_TO_CALLER, CALLER_TO_CALLEE, CallState
-from capture.tracker import CallTracker, TrackerConfig
+from callrec.capture.model.calls import CALLEE_TO_CALLER, CALLER_TO_CALLEE, CallState
+from callrec.capture.tracking.tracker import CallTracker, TrackerConfig
 
 MS = 1_000_000
 S = 1_000_000_000

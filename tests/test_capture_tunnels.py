@@ -1,4 +1,4 @@
-"""Tunnel decapsulation (capture.tunnels): hand-built packets of every kind, malformed and random
+"""Tunnel decapsulation (capture.frames.tunnels): hand-built packets of every kind, malformed and random
 bytes (only ParseError leaves), and the tunnelled real captures in ../shared/pcaps checked against
 the addresses tshark shows for the inner packets."""
 
@@ -19,9 +19,7 @@ from scapy.layers.ppp import PPP
 from scapy.layers.vxlan import VXLAN
 from scapy.packet import Packet, Raw
 
-from capture.errors import ParseError, Truncated
-from capture.packets import IPV4_MAPPED_PREFIX, LINKTYPE_ETHERNET, LINKTYPE_RAW
-from capture.tunnels import (
+from callrec.capture.frames.tunnels import (
     HEP_PORTS,
     MAX_DEPTH,
     HepDatagram,
@@ -29,6 +27,8 @@ from capture.tunnels import (
     decapsulate_ip,
     decapsulate_udp,
 )
+from callrec.capture.model.errors import ParseError, Truncated
+from callrec.capture.model.packets import IPV4_MAPPED_PREFIX, LINKTYPE_ETHERNET, LINKTYPE_RAW
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "pcaps"
 SIP = b"INVITE sip:bob@example.com SIP/2.0\r\nCall-ID: tunnel-test\r\n\r\n"

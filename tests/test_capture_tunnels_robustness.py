@@ -1,4 +1,4 @@
-"""capture.tunnels: only ParseError after valid headers, and the real tunnelled captures."""
+"""capture.frames.tunnels: only ParseError after valid headers, and the real tunnelled captures."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_capture_tunnels import SHARED, _v4, hep3_sip, walk_frame
 
-from capture.errors import ParseError
-from capture.pcapfile import read_batches
-from capture.tunnels import (
+from callrec.capture.frames.tunnels import (
     HepDatagram,
     Inner,
     decapsulate_ip,
     decapsulate_udp,
 )
+from callrec.capture.model.errors import ParseError
+from callrec.capture.sources.capture_file import read_batches
 
 # -- random bytes after valid headers: only ParseError leaves ------------------------------------
 

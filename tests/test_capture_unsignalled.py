@@ -12,12 +12,12 @@ from builders import CALLEE_IP, CALLER_IP, Row, batch, rtp, sdp, sip
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capture.calls import CALLEE_TO_CALLER, CALLER_TO_CALLEE, CallState, CapturedCall
-from capture.errors import ParseError
-from capture.frames import FrameDecoder
-from capture.pcapfile import open_capture
-from capture.tracker import CallTracker, TrackerConfig
-from capture.unsignalled import looks_encrypted
+from callrec.capture.frames.decoder import FrameDecoder
+from callrec.capture.model.calls import CALLEE_TO_CALLER, CALLER_TO_CALLEE, CallState, CapturedCall
+from callrec.capture.model.errors import ParseError
+from callrec.capture.sources.capture_file import open_capture
+from callrec.capture.streams.unsignalled import looks_encrypted
+from callrec.capture.tracking.tracker import CallTracker, TrackerConfig
 
 MS = 1_000_000
 S = 1_000_000_000
@@ -95,7 +95,7 @@ def test_dynamic_payload_types_are_kept_but_unknown() -> None:
 
 
 def test_the_decoder_leaves_an_unknown_payload_type_silent() -> None:
-    from decode.render import render_call
+    from callrec.decode.render import render_call
 
     rows = _by_time(_stream(A, 4000, B, 6000, 0xA, 30, pt=111), _stream(B, 6000, A, 4000, 0xB, 30, pt=8))
     _, [call] = _run(rows)

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from keyset import provision
 
-from cli.main import cli
+from callrec.cli.main import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "pcaps" / "fixtures"

@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner, Result
 from keyset import provision
 
-from cli.main import cli
-from decode.mp3 import DECODER_OFFSET_FRAMES
-from decode.wav import mono_mix, read_wav
+from callrec.cli.main import cli
+from callrec.decode.formats.mp3 import DECODER_OFFSET_FRAMES
+from callrec.decode.formats.wav import mono_mix, read_wav
 
 ROOT = Path(__file__).resolve().parent.parent
 BASIC = ROOT / "pcaps" / "fixtures" / "basic_pcmu.pcap"
@@ -216,7 +216,7 @@ def test_plot_errors(home: Path, calls: dict, out: Path) -> None:
 
 
 def test_plot_draws_the_catalogue_s_markers(home: Path, calls: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    import decode.plot
+    from callrec.decode import plot as decode_plot
 
     seen: dict = {}
 
@@ -225,8 +225,8 @@ def test_plot_draws_the_catalogue_s_markers(home: Path, calls: dict, monkeypatch
         seen["figure"], seen["kwargs"] = figure, kwargs
         return figure
 
-    real = decode.plot.plot_call
-    monkeypatch.setattr(decode.plot, "plot_call", spy)
+    real = decode_plot.plot_call
+    monkeypatch.setattr(decode_plot, "plot_call", spy)
     call = calls["completed"]
     result = run(home, "calls", "plot", str(call["id"]), "--out", str(home / "plot.png"))
     assert result.exit_code == 0

@@ -16,7 +16,7 @@ import pytest
 from codec_signals import best_correlation, encode, rtp, speechlike
 from test_decode_codecs import SECONDS, consistent_with_clock, decode_all
 
-from capture.media import MediaFormat
+from callrec.capture.model.media import MediaFormat
 
 NB_BITS = (95, 103, 118, 134, 148, 159, 204, 244, 39)  # 3GPP TS 26.101, per frame type
 WB_BITS = (132, 177, 253, 285, 317, 365, 397, 461, 477, 40)  # TS 26.201

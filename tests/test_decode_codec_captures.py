@@ -8,7 +8,7 @@ codec at all) for every 16 kHz one: each call is imported and exported with the 
 correlate with the reference at the best lag by at least the codec's figure below (measured value
 minus a margin), besides plausible level and spectrum: RMS of speech where RTP flowed, < 0.1 % of
 samples at full scale, energy below 4 kHz for narrowband. The AMR-NB capture has no SIP and is
-decoded directly (packets from capture.pcapfile, capture.frames and capture.rtp).
+decoded directly (packets from capture.sources.capture_file, capture.frames.decoder and capture.streams.rtp).
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ from codec_signals import (
 )
 from keyset import provision
 
-from capture.media import MediaFormat
-from cli.main import cli
-from decode.codecs import decoder_for
-from decode.resample import resample
+from callrec.capture.model.media import MediaFormat
+from callrec.cli.main import cli
+from callrec.decode.codecs import decoder_for
+from callrec.decode.resample import resample
 
 WIKI = REAL / "wireshark-wiki"
 

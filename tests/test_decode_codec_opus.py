@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from codec_signals import REAL, best_correlation, capture_streams, encode, one_stream, rtp, speechlike
 
-from capture.media import MediaFormat, RtpPackets
-from capture.serial import unwrap_seq
-from decode.codecs import decoder_for
-from decode.codecs.libopus import candidates, load
-from decode.codecs.opus import AvOpusDecoder, OpusDecoder, packet_samples
+from callrec.capture.model.media import MediaFormat, RtpPackets
+from callrec.capture.model.serial import unwrap_seq
+from callrec.decode.codecs import decoder_for
+from callrec.decode.codecs.libopus import candidates, load
+from callrec.decode.codecs.opus import AvOpusDecoder, OpusDecoder, packet_samples
 
 FEC_DIR = REAL / "asterisk-testsuite"
 FMT = MediaFormat(107, "opus", 48000, 2, "useinbandfec=1")
@@ -191,9 +191,9 @@ def test_rtpmap_channels_do_not_change_the_output(channels: int) -> None:
 def test_the_timeline_places_fec_repairs_in_the_gaps_of_a_rendered_leg() -> None:
     """End to end through analyse_leg: lost packets' slots get the repaired audio, received
     packets keep theirs, and the stats say how many gaps were filled from FEC."""
-    from capture.calls import CapturedLeg
-    from capture.media import MediaFormat
-    from decode.timeline import analyse_leg
+    from callrec.capture.model.calls import CapturedLeg
+    from callrec.capture.model.media import MediaFormat
+    from callrec.decode.timeline import analyse_leg
 
     payloads, _ = _fec_stream(4.0)
     lost = {30, 60, 90, 120}

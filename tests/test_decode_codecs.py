@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 from codec_signals import I16, best_correlation, encode, prompt_8k, rtp, speechlike
 
-from capture.media import MediaFormat, RtpPackets
-from decode.codecs import decoder_for
-from decode.codecs.amr import AmrDecoder
-from decode.codecs.dvi4 import INDEX_STEP, STEP_SIZE
-from decode.codecs.g722 import G722Decoder
-from decode.codecs.g726 import G726Decoder
-from decode.codecs.opus import OpusDecoder
+from callrec.capture.model.media import MediaFormat, RtpPackets
+from callrec.decode.codecs import decoder_for
+from callrec.decode.codecs.amr import AmrDecoder
+from callrec.decode.codecs.dvi4 import INDEX_STEP, STEP_SIZE
+from callrec.decode.codecs.g722 import G722Decoder
+from callrec.decode.codecs.g726 import G726Decoder
+from callrec.decode.codecs.opus import OpusDecoder
 
 SECONDS = 3
 

@@ -15,17 +15,25 @@ from keyset import provision
 from test_decode_render import call_of
 from test_decode_timeline import FORMATS, MS, SPP, T0, by_arrival, join, make_leg, stream
 
-from capture.calls import CALLEE_TO_CALLER, CALLER_TO_CALLEE, CallEvent, CallState, CapturedCall, CapturedLeg
-from capture.frames import FrameDecoder
-from capture.media import LegSpool, MediaFormat, RtpPackets
-from capture.pcapfile import read_batches
-from capture.rtp import parse_rtp_columns
-from capture.tracker import CallTracker
-from cli.main import cli
-from decode.events import Anchor, anchored_time, call_dtmf_events, dtmf_events, event_name
-from decode.render import render_call
-from decode.timeline import analyse_leg
-from recorder.records import event_rows
+from callrec.capture.frames.decoder import FrameDecoder
+from callrec.capture.model.calls import (
+    CALLEE_TO_CALLER,
+    CALLER_TO_CALLEE,
+    CallEvent,
+    CallState,
+    CapturedCall,
+    CapturedLeg,
+)
+from callrec.capture.model.media import MediaFormat, RtpPackets
+from callrec.capture.sources.capture_file import read_batches
+from callrec.capture.streams.medialog import LegSpool
+from callrec.capture.streams.rtp import parse_rtp_columns
+from callrec.capture.tracking.tracker import CallTracker
+from callrec.cli.main import cli
+from callrec.decode.events import Anchor, anchored_time, call_dtmf_events, dtmf_events, event_name
+from callrec.decode.render import render_call
+from callrec.decode.timeline import analyse_leg
+from callrec.recorder.saving.records import event_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 SIPP = ROOT / "pcaps" / "real" / "sipp"

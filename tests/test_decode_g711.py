@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 from test_decode_timeline import stream, ulaw_encode
 
-from capture.media import MediaFormat, RtpPackets
-from decode.codecs import (
+from callrec.capture.model.media import MediaFormat, RtpPackets
+from callrec.decode.codecs import (
     NON_AUDIO_ENCODINGS,
     decoder_for,
     format_for,
     is_audio_format,
 )
-from decode.codecs.base import gather_payloads
-from decode.codecs.g711 import ALAW_TABLE, ULAW_TABLE, ALawDecoder, MuLawDecoder
+from callrec.decode.codecs.base import gather_payloads
+from callrec.decode.codecs.g711 import ALAW_TABLE, ULAW_TABLE, ALawDecoder, MuLawDecoder
 
 
 def _audioop():  # type: ignore[no-untyped-def]

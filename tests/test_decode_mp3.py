@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from decode.mp3 import (
+from callrec.decode.formats.mp3 import (
     DECODER_OFFSET_FRAMES,
     Mp3Error,
     bitrates,

@@ -12,7 +12,7 @@ from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
-from decode.plot import (
+from callrec.decode.plot import (
     LANE_COLORS,
     PlotError,
     call_markers,

@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 from keyset import provision
 from test_decode_timeline import MS, SPP, T0, make_leg, stream
 
-from capture.media import MediaFormat
-from cli.main import cli
-from decode.quality import (
+from callrec.capture.model.media import MediaFormat
+from callrec.cli.main import cli
+from callrec.decode.jitter import rfc3550_jitter
+from callrec.decode.quality import (
     G711_WITHOUT_PLC,
     IMPAIRMENTS,
     burst_ratio,
@@ -31,9 +32,8 @@ from decode.quality import (
     main_codec,
     mos_from_r,
     r_factor,
-    rfc3550_jitter,
 )
-from decode.timeline import analyse_leg
+from callrec.decode.timeline import analyse_leg
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "pcaps" / "fixtures"
@@ -182,8 +182,8 @@ def test_mos_is_stored_per_leg_and_shown(tmp_path: Path) -> None:
 
 
 def test_loss_bursts_by_sequence_number_across_the_wrap() -> None:
-    from capture.media import RtpPackets
-    from decode.quality import loss_bursts
+    from callrec.capture.model.media import RtpPackets
+    from callrec.decode.quality import loss_bursts
 
     seqs = [65530, 65531, 65534, 65535, 0, 4, 5, 5, 6]  # 65532-3 lost, 1-3 lost, a duplicate of 5
     n = len(seqs)

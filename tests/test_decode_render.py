@@ -11,12 +11,19 @@ import numpy.typing as npt
 import pytest
 from test_decode_timeline import MS, SPP, T0, S, decoded, make_leg, stream, tone, ulaw_encode
 
-from capture.calls import CALLEE_TO_CALLER, CALLER_TO_CALLEE, CallState, CapturedCall, CapturedLeg
-from capture.media import LegSpool, MediaFormat, RtpPackets
-from decode import codecs
-from decode.codecs.base import I16, I64, AudioDecoder, gather_payloads
-from decode.render import RenderedCall, render_call
-from decode.resample import resample
+from callrec.capture.model.calls import (
+    CALLEE_TO_CALLER,
+    CALLER_TO_CALLEE,
+    CallState,
+    CapturedCall,
+    CapturedLeg,
+)
+from callrec.capture.model.media import MediaFormat, RtpPackets
+from callrec.capture.streams.medialog import LegSpool
+from callrec.decode import codecs
+from callrec.decode.codecs.base import I16, I64, AudioDecoder, gather_payloads
+from callrec.decode.render import RenderedCall, render_call
+from callrec.decode.resample import resample
 
 SILENCE = 0xFF  # µ-law code of 0
 

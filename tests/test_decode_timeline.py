@@ -11,11 +11,12 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from capture.calls import CALLER_TO_CALLEE, CapturedLeg
-from capture.media import LegSpool, MediaFormat, RtpPackets
-from decode.codecs.g711 import ALAW_TABLE, ULAW_TABLE
-from decode.quality import rfc3550_jitter as _rfc3550_jitter
-from decode.timeline import analyse_leg
+from callrec.capture.model.calls import CALLER_TO_CALLEE, CapturedLeg
+from callrec.capture.model.media import MediaFormat, RtpPackets
+from callrec.capture.streams.medialog import LegSpool
+from callrec.decode.codecs.g711 import ALAW_TABLE, ULAW_TABLE
+from callrec.decode.jitter import rfc3550_jitter as _rfc3550_jitter
+from callrec.decode.timeline import analyse_leg
 
 MS = 1_000_000
 S = 1_000_000_000

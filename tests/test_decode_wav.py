@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from decode.wav import HEADER_BYTES, mono_mix, read_wav, wav_chunks, wav_header, write_wav
+from callrec.decode.formats.wav import HEADER_BYTES, mono_mix, read_wav, wav_chunks, wav_header, write_wav
 
 
 def _stereo(n: int, seed: int = 1) -> np.ndarray:

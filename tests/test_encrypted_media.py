@@ -11,10 +11,10 @@ from builders import CALLEE_IP, CALLER_IP, batch, rtp, sdp, sip
 from click.testing import CliRunner
 from keyset import provision
 
-from capture.calls import CALLEE_TO_CALLER, CALLER_TO_CALLEE, CallState
-from capture.tracker import CallTracker, TrackerConfig
-from cli.main import cli
-from decode.render import render_call
+from callrec.capture.model.calls import CALLEE_TO_CALLER, CALLER_TO_CALLEE, CallState
+from callrec.capture.tracking.tracker import CallTracker, TrackerConfig
+from callrec.cli.main import cli
+from callrec.decode.render import render_call
 
 REAL = Path(__file__).resolve().parent.parent / "pcaps" / "real"
 MS, S = 1_000_000, 1_000_000_000

@@ -84,9 +84,9 @@ def run_cli(*args: str) -> CliResult:
     from click.testing import CliRunner
 
     try:
-        from cli.main import cli
+        from callrec.cli.main import cli
     except ImportError as exc:  # the CLI is built by others; say so instead of a bare traceback
-        pytest.fail(f"the callrec CLI (cli.main:cli) cannot be imported: {exc!r}")
+        pytest.fail(f"the callrec CLI (callrec.cli.main:cli) cannot be imported: {exc!r}")
     try:
         runner = CliRunner(mix_stderr=False)  # type: ignore[call-arg]  # click < 8.2
     except TypeError:

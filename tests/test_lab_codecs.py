@@ -67,7 +67,7 @@ from test_lab_calls import (
     overlap_correlation,
 )
 
-from decode.resample import resample
+from callrec.decode.resample import resample
 
 CODECS_DIR = PCAPS / "lab" / "codecs"
 METAS = sorted(CODECS_DIR.glob("*.json"))

@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 from keyset import provision
 
-from cli.main import cli
-from decode.wav import read_wav
+from callrec.cli.main import cli
+from callrec.decode.formats.wav import read_wav
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "pcaps" / "lab" / "scenarios"
 NAMES = sorted(p.stem for p in SCENARIOS.glob("*.json"))

@@ -1,7 +1,7 @@
 """``callrec capture`` as a process: shutdown, crash recovery, reload, the control socket, bad
 configurations, a full recordings disk, and the systemd unit.
 
-The packets come from ``--replay FILE --speed S`` (capture.replay: the same loop as a mirror port,
+The packets come from ``--replay FILE --speed S`` (capture.sources.replay: the same loop as a mirror port,
 paced to the capture's timestamps), so these tests need neither root nor a network; the live
 mirror-port tests with real softphones are in test_live_lab.py. Synthetic calls come from
 tests/callpcap.py (PCMU both ways, BYE answered).
@@ -25,8 +25,8 @@ from keyset import provision
 from live_env import Capture, calls_json, run_callrec
 from test_fixtures import parse_time
 
-from store.access import Users
-from store.catalogue import Catalogue
+from callrec.store.access.principals import Users
+from callrec.store.catalogue.db import Catalogue
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "callrec-capture.service"

@@ -1,4 +1,4 @@
-"""Several saver processes behind the live capture (recorder.livesaver.SaverPool): every call handed over
+"""Several saver processes behind the live capture (recorder.saving.pool.SaverPool): every call handed over
 is saved exactly once, by the saver with the fewest calls outstanding, and their states add up."""
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import pytest
 from callpcap import CallSpec, write_calls
 from keyset import provision
 
-from capture.calls import CapturedCall
-from capture.frames import FrameDecoder
-from capture.pcapfile import CaptureReader
-from capture.tracker import CallTracker
-from recorder.config import Config
-from recorder.livesaver import SaveJob, SaverOptions, SaverPool, merged_state
-from store.catalogue import Catalogue
-from store.home import Home
+from callrec.capture.frames.decoder import FrameDecoder
+from callrec.capture.model.calls import CapturedCall
+from callrec.capture.sources.capture_file import CaptureReader
+from callrec.capture.tracking.tracker import CallTracker
+from callrec.recorder.config import Config
+from callrec.recorder.saving.pool import SaveJob, SaverOptions, SaverPool, merged_state
+from callrec.store.catalogue.db import Catalogue
+from callrec.store.home import Home
 
 
 def captured_calls(path: Path) -> list[CapturedCall]:

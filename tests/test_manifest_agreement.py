@@ -30,10 +30,10 @@ from typing import Any
 import pytest
 from keyset import provision
 
-from capture.errors import ParseError
-from recorder.pipeline import import_captures
-from store.catalogue import Catalogue
-from store.home import Home
+from callrec.capture.model.errors import ParseError
+from callrec.recorder.pipeline import import_captures
+from callrec.store.catalogue.db import Catalogue
+from callrec.store.home import Home
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "pcaps"
 MANIFEST = SHARED / "MANIFEST.tsv"
@@ -132,7 +132,7 @@ EXCEPTIONS: dict[str, dict[str, str]] = {
     "wireshark-wiki/h263-over-rtp.pcap": {
         "stream 192.168.6.199:57128->192.168.6.199:32976 ssrc 0x5482ECE0: 45 packets in no leg": (
             "callrec: H.263 video (PT 34) to the SDP's m=video port; callrec records the audio legs only"
-            " and counts video apart (capture.sidemedia)"
+            " and counts video apart (callrec.capture.streams.sidemedia)"
         ),
     },
 }

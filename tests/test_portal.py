@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from portal_env import ME, Portal, audit_entries, build_home, call_ids, csrf_of, login
 
-from portal.app import COOKIE, LOGIN_COOKIE, SECURE_COOKIE
+from callrec.portal.state import COOKIE, SECURE_COOKIE
+from callrec.portal.views.login import LOGIN_COOKIE
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,10 @@ import pytest
 from keyset import PASSPHRASE, keyset
 from portal_env import Portal, audit_entries, build_home, call_ids, csrf_of, login, run
 
-import store.access
-from decode.wav import read_wav
-from portal.audio import AudioCache, ByteRange, RangeNotSatisfiable, parse_range, wav_seconds
-from store.access import Users
+from callrec.decode.formats.wav import read_wav
+from callrec.portal.audio import AudioCache, ByteRange, RangeNotSatisfiable, parse_range, wav_seconds
+from callrec.store.access import principals
+from callrec.store.access.principals import Users
 
 
 @pytest.fixture(scope="module")
@@ -146,9 +146,9 @@ def test_downloads_as_wav_and_mp3_are_audited(portal: Portal, home: Path, call: 
 def test_roles_that_may_not_export_get_no_download(
     portal: Portal, home: Path, call: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    policy = dict(store.access.PERMISSIONS)
+    policy = dict(principals.PERMISSIONS)
     policy["supervisor"] = policy["supervisor"] - {"calls.export"}
-    monkeypatch.setattr(store.access, "PERMISSIONS", policy)
+    monkeypatch.setattr(principals, "PERMISSIONS", policy)
     client = as_user(portal, "alice")
     page = client.get(f"/calls/{call}").get_data(as_text=True)
     assert "download?format=" not in page and "<audio" in page
@@ -162,8 +162,8 @@ def test_roles_that_may_not_export_get_no_download(
 def test_a_tampered_recording_is_not_served(tmp_path: Path) -> None:
     home = build_home(tmp_path)
     call = call_ids(home)["+35220001"]
-    from store.catalogue import Catalogue
-    from store.home import Home
+    from callrec.store.catalogue.db import Catalogue
+    from callrec.store.home import Home
 
     with Catalogue(Home(home).catalogue_path) as catalogue:
         path = Home(home).root / catalogue.get_call(call)["recording_path"]
@@ -222,9 +222,9 @@ def test_a_call_without_a_recording_says_why_and_has_no_audio(tmp_path: Path) ->
     from keyset import provision
     from portal_env import ME, PASSWORDS
 
-    from store.catalogue import Catalogue
-    from store.home import Home
-    from store.passwords import hash_password
+    from callrec.store.access.passwords import hash_password
+    from callrec.store.catalogue.db import Catalogue
+    from callrec.store.home import Home
 
     home = provision(tmp_path / "home")
     busy = Path(__file__).resolve().parent.parent / "pcaps" / "fixtures" / "busy_486.pcap"

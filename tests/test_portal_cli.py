@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from portal_env import ME, Portal, audit_entries, build_home, login, run
 
-from cli.portal import parse_listen
-from store.access import Users
-from store.catalogue import Catalogue
-from store.errors import InvalidArgument
-from store.home import Home
-from store.passwords import check_password, hash_password, needs_rehash, verify_password
+from callrec.cli.commands.portal import parse_listen
+from callrec.store.access.passwords import check_password, hash_password, needs_rehash, verify_password
+from callrec.store.access.principals import Users
+from callrec.store.catalogue.db import Catalogue
+from callrec.store.errors import InvalidArgument
+from callrec.store.home import Home
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def stored_hash(home: Path, user: str) -> str | None:
         return Users(catalogue.db).password_hash(user)
 
 
-# -- store.passwords ------------------------------------------------------------------------------
+# -- store.access.passwords ------------------------------------------------------------------------------
 
 
 def test_hashes_verify_and_carry_their_parameters() -> None:

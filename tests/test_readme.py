@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cli.reference import block, current_block
+from callrec.cli.reference import block, current_block
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def test_cli_reference_matches_help() -> None:
-    assert current_block(README.read_text()) == block(), "run: python -m cli.reference --write"
+    assert current_block(README.read_text()) == block(), "run: python -m callrec.cli.reference --write"
 
 
 def test_readme_opens_with_the_two_commands() -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from capture.tracker import TrackerConfig
-from recorder.config import Config, ConfigError, load_config
+from callrec.capture.tracking.tracker import TrackerConfig
+from callrec.recorder.config import Config, ConfigError, load_config
 
 
 def write(directory: Path, name: str, text: str) -> Path:

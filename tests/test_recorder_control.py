@@ -1,4 +1,4 @@
-"""The capture's control socket (recorder.control) in-process: one request answered while the process
+"""The capture's control socket (recorder.live.control_socket) in-process: one request answered while the process
 holds more than 1,024 descriptors, as a live capture does with its spill files open (select() cannot
 wait on a descriptor that high; the server must not use it)."""
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from recorder.control import ControlServer, Peer, request
+from callrec.recorder.live.control_socket import ControlServer, Peer, request
 
 
 @pytest.fixture

@@ -4,9 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from capture.calls import CALLEE_TO_CALLER, CALLER_TO_CALLEE, CallState, CapturedCall, CapturedLeg, Endpoint
-from capture.media import RtpPackets
-from recorder.direction import DirectionPolicy, PolicyError, call_addresses, classify, parse_direction
+from callrec.capture.model.calls import (
+    CALLEE_TO_CALLER,
+    CALLER_TO_CALLEE,
+    CallState,
+    CapturedCall,
+    CapturedLeg,
+    Endpoint,
+)
+from callrec.capture.model.media import RtpPackets
+from callrec.recorder.policy.direction import (
+    DirectionPolicy,
+    PolicyError,
+    call_addresses,
+    classify,
+    parse_direction,
+)
 
 TABLE = {
     "internal_networks": ["198.51.100.0/24", "2001:db8:10::/48"],

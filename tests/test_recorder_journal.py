@@ -15,13 +15,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import recorder.journal as journal_mod
-from capture.calls import CallState
-from capture.frames import FrameDecoder
-from capture.packets import BUFFER_PADDING, PacketBatch
-from capture.pcapfile import open_capture
-from capture.tracker import CallTracker
-from recorder.journal import (
+import callrec.recorder.journal.segments as journal_mod
+from callrec.capture.frames.decoder import FrameDecoder
+from callrec.capture.model.calls import CallState
+from callrec.capture.model.packets import BUFFER_PADDING, PacketBatch
+from callrec.capture.sources.capture_file import open_capture
+from callrec.capture.tracking.tracker import CallTracker
+from callrec.recorder.journal.key import JournalKeyError, load_or_create_key
+from callrec.recorder.journal.segments import (
     HEADER_BYTES,
     RECORD_HEAD_BYTES,
     Journal,
@@ -30,8 +31,7 @@ from recorder.journal import (
     replay,
     rotate_key,
 )
-from recorder.journalkey import JournalKeyError, load_or_create_key
-from recorder.journalwriter import JournalWriter
+from callrec.recorder.journal.writer import JournalWriter
 
 LAB = Path(__file__).resolve().parents[1] / "pcaps" / "lab" / "lab_pcmu_12s.pcap"
 S = 1_000_000_000
@@ -263,7 +263,7 @@ def test_budget_drops_chunks_without_raising_and_resumes_after_prune(tmp_path: P
 def test_disk_full_drops_chunks_and_writes_resume(
     tmp_path: Path, key: bytes, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="recorder.journal")
+    caplog.set_level(logging.WARNING, logger="callrec.recorder.journal.segments")
     batches = lab_batches()
     directory = tmp_path / "j"
     journal = Journal(directory, key, segment_seconds=60)

@@ -12,15 +12,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capture.calls import CallEvent, CallState, CapturedCall
-from capture.dialog import info_digit
-from decode.announce import announcement_from_samples, find_announcement
-from decode.render import RenderedCall
-from decode.wav import wav_chunks
-from recorder.config import ConfigError, load_config
-from recorder.controls import ConsentSettings, ControlSettings, parse_consent, parse_controls
-from recorder.direction import PolicyError
-from recorder.modes import (
+from callrec.capture.model.calls import CallEvent, CallState, CapturedCall
+from callrec.capture.sip.dialog import info_digit
+from callrec.decode.announce import announcement_from_samples, find_announcement
+from callrec.decode.formats.wav import wav_chunks
+from callrec.decode.render import RenderedCall
+from callrec.recorder.config import ConfigError, load_config
+from callrec.recorder.policy.controls import ConsentSettings, ControlSettings, parse_consent, parse_controls
+from callrec.recorder.policy.direction import PolicyError
+from callrec.recorder.policy.modes import (
     NS,
     Signal,
     establish_consent,
@@ -29,7 +29,7 @@ from recorder.modes import (
     plan_recording,
     stored_samples,
 )
-from recorder.rules import Decision
+from callrec.recorder.policy.rules import Decision
 
 RATE = 8000
 T0 = 1_700_000_000 * NS

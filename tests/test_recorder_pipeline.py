@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from keyset import provision
 
-import recorder.saving as saving
-from recorder.pipeline import import_captures
-from store.catalogue import Catalogue
-from store.home import Home
+import callrec.recorder.saving.saver as saving
+from callrec.recorder.pipeline import import_captures
+from callrec.store.catalogue.db import Catalogue
+from callrec.store.home import Home
 
 FIXTURES = Path(__file__).resolve().parent.parent / "pcaps" / "fixtures"
 TWO_CALLS = FIXTURES / "two_calls.pcap"

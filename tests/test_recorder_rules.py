@@ -11,19 +11,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capture.calls import CALLEE_TO_CALLER, CALLER_TO_CALLEE, CallState, CapturedCall, CapturedLeg, Endpoint
-from capture.media import MediaFormat, RtpPackets
-from recorder.rules import (
-    DIRECTIONS,
-    CallFacts,
-    RulesError,
-    RuleSet,
-    TimeWindow,
-    call_codecs,
-    facts_from_call,
-    parse_rules,
-    uri_user,
+from callrec.capture.model.calls import (
+    CALLEE_TO_CALLER,
+    CALLER_TO_CALLEE,
+    CallState,
+    CapturedCall,
+    CapturedLeg,
+    Endpoint,
 )
+from callrec.capture.model.media import MediaFormat, RtpPackets
+from callrec.capture.sip.addresses import dialled_number, uri_user
+from callrec.recorder.policy.facts import CallFacts, call_codecs, facts_from_call
+from callrec.recorder.policy.rule_config import RulesError, parse_rules
+from callrec.recorder.policy.rules import RuleSet, TimeWindow
+from callrec.recorder.policy.direction import DIRECTIONS
 
 CLASSES = ("default", "qa", "mifid")
 
@@ -169,10 +170,18 @@ def test_pattern_kinds(pattern: str, number: str, matched: bool) -> None:
 
 
 def test_request_uri_user_part() -> None:
-    assert uri_user("sip:+35226123@pbx.example;user=phone") == "+35226123"
-    assert uri_user("<sips:201@pbx>") == "201"
-    assert uri_user("tel:+35226123;phone-context=x") == "+35226123"
-    assert uri_user("201") == "201"
+    assert dialled_number("sip:+35226123@pbx.example;user=phone") == "+35226123"
+    assert dialled_number("<sips:201@pbx>") == "201"
+    assert dialled_number("tel:+35226123;phone-context=x") == "+35226123"
+    assert dialled_number("201") == "201"
+    # the same number as the catalogue shows it (capture's uri_user): visual separators removed
+    assert dialled_number("tel:+1-555-0100") == uri_user("tel:+1-555-0100") == "+15550100"
+
+
+def test_a_request_uri_rule_matches_the_number_the_catalogue_shows() -> None:
+    ruleset = rules({"name": "us", "request_uri": ["+15550100"]})
+    assert ruleset.decide(facts(request_uri="tel:+1-555-0100")).rule == "us"
+    assert ruleset.decide(facts(request_uri="sip:+1-555-0100@pbx;user=phone")).rule == "us"
 
 
 def test_pbx_codec_and_explain() -> None:

@@ -1,4 +1,4 @@
-"""The sealed spill sink (recorder.spill): files per leg, sealed records that cannot be moved, replayed
+"""The sealed spill sink (recorder.saving.sealed_spill): files per leg, sealed records that cannot be moved, replayed
 or read with another key, disk errors and budgets, files made ahead and emptied by a thread."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from spill_helpers import S, assert_same_packets, chunk, flip
 
-from capture.media import LegSpool
-from capture.spill import SpillError
-from recorder.spill import SUFFIX, SealedSpill
+from callrec.capture.model.spilled import SpillError
+from callrec.capture.streams.medialog import LegSpool
+from callrec.recorder.saving.sealed_spill import SUFFIX, SealedSpill
 
 # -- the sealed sink --------------------------------------------------------------------------------
 

@@ -34,8 +34,8 @@ from keyset import provision
 from test_fixtures import PCAPS, read_wav, run_cli
 from test_lab_calls import best_lag, overlap_correlation
 
-from decode.resample import resample
-from decode.wav import read_wav as read_wav_rate
+from callrec.decode.formats.wav import read_wav as read_wav_rate
+from callrec.decode.resample import resample
 
 MODES = PCAPS / "lab" / "modes"
 ANNOUNCEMENT = MODES / "announcement.wav"

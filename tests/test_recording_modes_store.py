@@ -15,7 +15,7 @@ from callpcap import CallSpec, write_calls
 from keyset import provision
 from test_fixtures import read_wav, run_cli
 
-from decode.mp3 import read_mp3
+from callrec.decode.formats.mp3 import read_mp3
 
 RELAY = "application/dtmf-relay"
 
@@ -212,7 +212,7 @@ def test_config_check_reports_controls_and_consent_errors(tmp_path: Path) -> Non
 
 
 def test_plot_of_an_on_demand_call_places_events_on_the_files_clock(tmp_path: Path) -> None:
-    from decode.plot import events_in_file, ns_from_iso
+    from callrec.decode.plot import events_in_file, ns_from_iso
 
     spec = CallSpec(
         "100",

@@ -18,11 +18,18 @@ from hypothesis import strategies as st
 from test_decode_render import call_of
 from test_decode_timeline import MS, T0, join, stream
 
-import decode.envelope as envelope
-import decode.timeline as timeline
-from capture.media import RtpPackets
-from decode.codecs.g711 import _ALAW_PAIRS, _ULAW_PAIRS, ALAW_TABLE, ULAW_TABLE, G711Codes, decode_bytes
-from decode.render import RenderedCall, render_call
+import callrec.decode.envelope as envelope
+import callrec.decode.timeline as timeline
+from callrec.capture.model.media import RtpPackets
+from callrec.decode.codecs.g711 import (
+    _ALAW_PAIRS,
+    _ULAW_PAIRS,
+    ALAW_TABLE,
+    ULAW_TABLE,
+    G711Codes,
+    decode_bytes,
+)
+from callrec.decode.render import RenderedCall, render_call
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from callpcap import CallSpec, write_calls
 from click.testing import CliRunner, Result
 from keyset import provision
 
-from cli.main import cli
+from callrec.cli.main import cli
 
 YEAR_S = 365 * 86_400
 

@@ -12,8 +12,8 @@ from callpcap import CallSpec, write_calls
 from click.testing import CliRunner, Result
 from keyset import provision
 
-from cli.main import cli
-from decode.wav import read_wav
+from callrec.cli.main import cli
+from callrec.decode.formats.wav import read_wav
 
 CONFIG = """
 [retention]

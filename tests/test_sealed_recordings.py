@@ -14,13 +14,13 @@ from callpcap import CallSpec, write_calls
 from click.testing import CliRunner, Result
 from keyset import PASSPHRASE, keyset, provision
 
-from capture.frames import FrameDecoder
-from capture.pcapfile import open_capture
-from capture.tracker import CallTracker
-from cli.main import cli
-from decode.render import render_call
-from decode.wav import read_wav, wav_chunks
-from store.seal import inspect_sealed
+from callrec.capture.frames.decoder import FrameDecoder
+from callrec.capture.sources.capture_file import open_capture
+from callrec.capture.tracking.tracker import CallTracker
+from callrec.cli.main import cli
+from callrec.decode.formats.wav import read_wav, wav_chunks
+from callrec.decode.render import render_call
+from callrec.store.crypto.seal import inspect_sealed
 
 ROOT = Path(__file__).resolve().parent.parent
 LAB = ROOT / "pcaps" / "lab"

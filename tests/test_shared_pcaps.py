@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from keyset import provision
 
-from capture.errors import ParseError
-from recorder.pipeline import import_captures
-from store.home import Home
+from callrec.capture.model.errors import ParseError
+from callrec.recorder.pipeline import import_captures
+from callrec.store.home import Home
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "pcaps"
 MANIFEST = SHARED / "MANIFEST.tsv"

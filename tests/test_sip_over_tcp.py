@@ -6,9 +6,9 @@ from pathlib import Path
 
 from keyset import provision
 
-from recorder.pipeline import import_captures
-from store.catalogue import Catalogue
-from store.home import Home
+from callrec.recorder.pipeline import import_captures
+from callrec.store.catalogue.db import Catalogue
+from callrec.store.home import Home
 
 HEPLIFY = Path(__file__).resolve().parent.parent / "pcaps" / "real" / "heplify"
 

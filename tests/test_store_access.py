@@ -1,4 +1,4 @@
-"""store.access: roles and permissions, supervisors' scopes (SQL and Python agree), users, --as."""
+"""store.access.principals: roles and permissions, supervisors' scopes (SQL and Python agree), users, --as."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from store.access import (
+from callrec.store.access.principals import (
     ACTIONS,
     PERMISSIONS,
     ROLES,
@@ -21,10 +21,10 @@ from store.access import (
     check_queues,
     resolve_principal,
 )
-from store.audit import AuditTrail
-from store.catalogue import Catalogue
-from store.errors import AccessDenied, AlreadyExists, InvalidArgument, NotFound
-from store.migrations import write_transaction
+from callrec.store.audit.trail import AuditTrail
+from callrec.store.catalogue.db import Catalogue
+from callrec.store.catalogue.migrations import write_transaction
+from callrec.store.errors import AccessDenied, AlreadyExists, InvalidArgument, NotFound
 
 NOW_NS = 1_795_874_523_120_000_000  # 2026-11-28T14:02:03.120Z
 SEC = 1_000_000_000

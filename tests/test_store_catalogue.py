@@ -1,4 +1,4 @@
-"""store.catalogue and store.migrations: pragmas, migrations, adds, search filters, errors."""
+"""store.catalogue.db and store.catalogue.migrations: pragmas, migrations, adds, search filters, errors."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from store import migrations as schema
-from store.catalogue import AddResult, CallRecord, Catalogue, RecordTuple, iso_from_ns, parse_when
-from store.errors import InvalidArgument, NotFound, SchemaError, StoreError
-from store.migrations import Migration, apply_migrations, sql_migration
-from store.schema import LATEST_VERSION, MIGRATIONS
+from callrec.store.catalogue import migrations as schema
+from callrec.store.catalogue.db import AddResult, CallRecord, Catalogue, RecordTuple, iso_from_ns, parse_when
+from callrec.store.catalogue.migrations import Migration, apply_migrations, sql_migration
+from callrec.store.catalogue.schema import LATEST_VERSION, MIGRATIONS
+from callrec.store.errors import InvalidArgument, NotFound, SchemaError, StoreError
 
 NOW_NS = 1_795_874_523_120_000_000  # 2026-11-28T14:02:03.120Z
 SEC = 1_000_000_000

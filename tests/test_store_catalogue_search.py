@@ -13,12 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_store_catalogue import NOW_NS, SEC, call, clock
 
-import store.catalogue
-import store.query
-from store.access import Principal
-from store.catalogue import Catalogue, iso_from_ns, parse_when
-from store.errors import InvalidArgument
-from store.query import CallFilter
+from callrec.store.access.principals import Principal
+from callrec.store.catalogue import db as catalogue_db
+from callrec.store.catalogue import query as catalogue_query
+from callrec.store.catalogue.db import Catalogue, iso_from_ns, parse_when
+from callrec.store.catalogue.query import CallFilter
+from callrec.store.errors import InvalidArgument
 
 
 @pytest.fixture
@@ -142,7 +142,7 @@ def test_number_search_is_exactly_a_substring_match(needle: str) -> None:
             if not probe or any(probe in ascii_lower(v) for v in (caller, f"{n}00") if v is not None)
         ]
         for threshold in (2000, 0):  # ids from the trigram index, or LIKE alone over the date index
-            with mock.patch.object(store.query, "SELECTIVE", threshold):
+            with mock.patch.object(catalogue_query, "SELECTIVE", threshold):
                 assert names(cat.search(number=needle, limit=None)) == expected
                 assert cat.count(number=needle) == len(expected)
                 assert names(cat.search(number=needle, limit=2, offset=1)) == expected[1:3]
@@ -186,7 +186,7 @@ def test_text_search_never_raises_on_user_input(people: Catalogue, text: str) ->
 @pytest.mark.parametrize("threshold", [2000, 1, 0])
 def test_search_paths_agree(people: Catalogue, threshold: int) -> None:
     """Broad index matches walk the date index instead of listing ids: same answers."""
-    with mock.patch.object(store.query, "SELECTIVE", threshold):
+    with mock.patch.object(catalogue_query, "SELECTIVE", threshold):
         assert names(people.search(text="example.lu")) == ["alice", "chloe", "and"]
         assert names(people.search(text="example", limit=2, offset=1)) == ["chloe", "and"]
         assert names(people.search(text="example", number="2", since=NOW_NS + 1)) == ["chloe", "and", "quote"]
@@ -206,9 +206,9 @@ def test_text_operators_and_quotes_are_plain_words(people: Catalogue) -> None:
 
 
 def test_query_helpers() -> None:
-    assert store.catalogue.like_contains("1%_\\") == "%1\\%\\_\\\\%"
-    assert store.catalogue.fts_query('ali "x" AND ***') == '"ali"* """x"""* "AND"*'
-    assert store.catalogue.fts_query("   ") == ""
+    assert catalogue_db.like_contains("1%_\\") == "%1\\%\\_\\\\%"
+    assert catalogue_db.fts_query('ali "x" AND ***') == '"ali"* """x"""* "AND"*'
+    assert catalogue_db.fts_query("   ") == ""
 
 
 def test_iso_from_ns() -> None:
@@ -230,8 +230,8 @@ def test_parse_when(text: str, expected: str) -> None:
 def test_parse_when_keeps_nanoseconds_and_round_trips() -> None:
     assert parse_when("2026-11-28T14:02:03.123456789Z") % SEC == 123_456_789
     assert parse_when(iso_from_ns(NOW_NS)) == NOW_NS
-    assert store.catalogue.parse_until("2026-11-28") == parse_when("2026-11-29")
-    assert store.catalogue.parse_until("2026-11-28T10:00") == parse_when("2026-11-28T10:00")
+    assert catalogue_db.parse_until("2026-11-28") == parse_when("2026-11-29")
+    assert catalogue_db.parse_until("2026-11-28T10:00") == parse_when("2026-11-28T10:00")
 
 
 @pytest.mark.parametrize(
@@ -266,7 +266,7 @@ def test_a_scoped_search_is_the_filter_then_the_scope(
         everything = cat.search(number=number or None, limit=None)
         expected = [r["call_id"] for r in everything if who.can_see(r)]
         for threshold in (2000, 1, 0):
-            with mock.patch.object(store.query, "SELECTIVE", threshold):
+            with mock.patch.object(catalogue_query, "SELECTIVE", threshold):
                 spec = CallFilter(number=number or None, scope=who.scope_condition("c"))
                 assert names(cat.search(spec=spec, limit=None)) == expected
                 assert cat.count(spec=spec) == len(expected)

@@ -1,4 +1,4 @@
-"""store.holds: placing and releasing legal holds, the rules around purged calls, transactions."""
+"""store.retention.holds: placing and releasing legal holds, the rules around purged calls, transactions."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from store.catalogue import Catalogue, iso_from_ns
-from store.errors import AlreadyPurged, InvalidArgument, NotFound
-from store.holds import Hold, Holds
-from store.migrations import write_transaction
+from callrec.store.catalogue.db import Catalogue, iso_from_ns
+from callrec.store.catalogue.migrations import write_transaction
+from callrec.store.errors import AlreadyPurged, InvalidArgument, NotFound
+from callrec.store.retention.holds import Hold, Holds
 
 SEC = 1_000_000_000
 T0 = 1_795_874_523_120_000_000  # 2026-11-28T14:02:03.120Z

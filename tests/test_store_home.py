@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from store.catalogue import parse_when
-from store.errors import InvalidArgument, NotFound, StoreError
-from store.home import Home, default_home, recording_name
-from store.recordings import RecordingStore
+from callrec.store.catalogue.db import parse_when
+from callrec.store.errors import InvalidArgument, NotFound, StoreError
+from callrec.store.home import Home, default_home, recording_name
+from callrec.store.objects.local import RecordingStore
 
 
 def mode(path: Path) -> int:

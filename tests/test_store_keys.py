@@ -1,4 +1,4 @@
-"""store.keys: the appliance's key directory, the compliance key file and passphrases."""
+"""store.crypto.keys: the appliance's key directory, the compliance key file and passphrases."""
 
 from __future__ import annotations
 
@@ -14,16 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from store.errors import (
-    AlreadyExists,
-    InvalidArgument,
-    KeyMissing,
-    NotFound,
-    StoreError,
-    TamperedError,
-    WrongPassphrase,
-)
-from store.keys import (
+from callrec.store.crypto.keys import (
     PASSPHRASE_ENV,
     SCRYPT_N,
     KeyDirectory,
@@ -32,7 +23,16 @@ from store.keys import (
     load_private_keys,
     read_passphrase,
 )
-from store.seal import canonical_json, sign_fields, verify_fields
+from callrec.store.crypto.seal import canonical_json, sign_fields, verify_fields
+from callrec.store.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    KeyMissing,
+    NotFound,
+    StoreError,
+    TamperedError,
+    WrongPassphrase,
+)
 
 FAST_N = 2**10  # 1 MiB of scrypt per attempt: the default cost is tested once, below
 PASS = b"correct horse battery staple"

@@ -1,4 +1,4 @@
-"""store.recordings: atomic writes (with failure injection), modes, checksums, names."""
+"""store.objects.local: atomic writes (with failure injection), modes, checksums, names."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from store.errors import AlreadyExists, IntegrityError, InvalidArgument, NotFound, StoreError
-from store.recordings import Chunk, RecordingStore, RecordingWriter, StoredFile, normalize_name
+from callrec.store.errors import AlreadyExists, IntegrityError, InvalidArgument, NotFound, StoreError
+from callrec.store.objects.local import Chunk, RecordingStore, RecordingWriter, StoredFile, normalize_name
 
 NAME = "recordings/2026/11/28/42.wav"
 
@@ -208,7 +208,7 @@ def test_recording_writer_protocol_allows_a_replacement(store: RecordingStore, r
 
 
 def test_unsynced_writes_then_one_sync(tmp_path) -> None:
-    from store.recordings import RecordingStore
+    from callrec.store.objects.local import RecordingStore
 
     store = RecordingStore(tmp_path)
     stored = [store.write(f"r/{i}.bin", [b"x" * 1000], sync=False) for i in range(5)]

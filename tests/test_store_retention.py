@@ -1,4 +1,4 @@
-"""store.retention: the crypto-shredding purge (crash-safe, hold-aware, idempotent), redaction and
+"""store.retention.purge: the crypto-shredding purge (crash-safe, hold-aware, idempotent), redaction and
 the report."""
 
 from __future__ import annotations
@@ -25,16 +25,12 @@ from retention_env import (  # noqa: F401
     tombstone,
 )
 
-from store.catalogue import iso_from_ns
-from store.errors import AlreadyPurged, InvalidArgument, StoreError
-from store.migrations import write_transaction
-from store.recordings import RecordingStore
-from store.retention import (
-    AUDIT_ACTION,
-    STEPS,
-    Retention,
-    expiry_ns,
-)
+from callrec.store.catalogue.db import iso_from_ns
+from callrec.store.catalogue.migrations import write_transaction
+from callrec.store.errors import AlreadyPurged, InvalidArgument, StoreError
+from callrec.store.objects.local import RecordingStore
+from callrec.store.retention.policy import expiry_ns
+from callrec.store.retention.purge import AUDIT_ACTION, STEPS, Retention
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from retention_env import CLASSES, DAY, SEC, SYSTEMD, T0, cls, ns  # noqa: F401
 
-from store.catalogue import iso_from_ns
-from store.errors import InvalidArgument
-from store.retention import (
+from callrec.store.catalogue.db import iso_from_ns
+from callrec.store.errors import InvalidArgument
+from callrec.store.retention.policy import (
     Duration,
     RetentionClass,
     class_for,

@@ -1,4 +1,4 @@
-"""store.retention, as properties: exactly the expired, unheld recordings are purged, a second run
+"""store.retention.purge, as properties: exactly the expired, unheld recordings are purged, a second run
 changes nothing, and a crash anywhere ends as an uninterrupted run does."""
 
 from __future__ import annotations
@@ -25,9 +25,7 @@ from retention_env import (  # noqa: F401
     tombstone,
 )
 
-from store.retention import (
-    expiry_ns,
-)
+from callrec.store.retention.policy import expiry_ns
 
 NOW = T0 + 10 * DAY
 

@@ -1,4 +1,4 @@
-"""store.seal: round trips, the exact error for each kind of tampering, keys and rotation.
+"""store.crypto.seal: round trips, the exact error for each kind of tampering, keys and rotation.
 
 Signing (``canonical_json``, ``sign_fields``, ``verify_fields``) is tested with the appliance's
 signing key in test_store_keys.py."""
@@ -21,9 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from store.errors import InvalidArgument, KeyMissing, StoreError, TamperedError
-from store.keys import KeyDirectory, RecordingPublicKey, fingerprint, load_private_keys
-from store.seal import (
+from callrec.store.crypto.keys import KeyDirectory, RecordingPublicKey, fingerprint, load_private_keys
+from callrec.store.crypto.seal import (
     DEFAULT_CHUNK_SIZE,
     Sealer,
     check_structure,
@@ -31,6 +30,7 @@ from store.seal import (
     open_sealed,
     open_sealed_bytes,
 )
+from callrec.store.errors import InvalidArgument, KeyMissing, StoreError, TamperedError
 
 CS, FRAME, TAG = 64, 5, 16  # a small chunk size keeps many-chunk files small
 HEADER, EMBEDDED_HEADER = 64, 64 + 80  # without / with the embedded wrapped key

@@ -16,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_store_seal import KEY, RID, RING
 
-from decode.wav import wav_chunks, wav_header
-from store import seal as seal_module
-from store.errors import InvalidArgument
-from store.seal import Sealer, open_sealed_bytes, scratch_size
+from callrec.decode.formats.wav import wav_chunks, wav_header
+from callrec.store.crypto import seal as seal_module
+from callrec.store.crypto.seal import Sealer, open_sealed_bytes, scratch_size
+from callrec.store.errors import InvalidArgument
 
 DATA_KEY = bytes(range(32))
 

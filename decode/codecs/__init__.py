@@ -12,21 +12,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from capture.media import STATIC_PAYLOAD_TYPES, MediaFormat
-from decode.codecs.amr import amr_factory
-from decode.codecs.base import AudioDecoder
-from decode.codecs.dvi4 import make_dvi4
-from decode.codecs.g711 import ALawDecoder, MuLawDecoder
-from decode.codecs.g722 import make_g722
-from decode.codecs.g723 import make_g723
-from decode.codecs.g726 import g726_factory
-from decode.codecs.g729 import make_g729
-from decode.codecs.gsm import make_gsm
-from decode.codecs.ilbc import make_ilbc
-from decode.codecs.l16 import make_linear
-from decode.codecs.opus import make_opus
-from decode.codecs.speex import RATES as SPEEX_RATES
-from decode.codecs.speex import make_speex
+from callrec.capture.model.media import STATIC_PAYLOAD_TYPES, MediaFormat
+from callrec.decode.codecs.amr import amr_factory
+from callrec.decode.codecs.base import AudioDecoder
+from callrec.decode.codecs.dvi4 import make_dvi4
+from callrec.decode.codecs.g711 import ALawDecoder, MuLawDecoder
+from callrec.decode.codecs.g722 import make_g722
+from callrec.decode.codecs.g723 import make_g723
+from callrec.decode.codecs.g726 import g726_factory
+from callrec.decode.codecs.g729 import make_g729
+from callrec.decode.codecs.gsm import make_gsm
+from callrec.decode.codecs.ilbc import make_ilbc
+from callrec.decode.codecs.l16 import make_linear
+from callrec.decode.codecs.opus import make_opus
+from callrec.decode.codecs.speex import RATES as SPEEX_RATES
+from callrec.decode.codecs.speex import make_speex
 
 DecoderFactory = Callable[[MediaFormat], AudioDecoder | None]
 

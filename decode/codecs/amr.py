@@ -28,8 +28,8 @@ import re
 
 import numpy as np
 
-from capture.media import MediaFormat, RtpPackets
-from decode.codecs.avcodec import AvDecoder, Units
+from callrec.capture.model.media import MediaFormat, RtpPackets
+from callrec.decode.codecs.avcodec import AvDecoder, Units
 
 # Speech bits per frame type (RFC 4867 section 3.6, 3GPP TS 26.101 / 26.201); None: reserved.
 NB_BITS: tuple[int | None, ...] = (95, 103, 118, 134, 148, 159, 204, 244, 39, 43, 38, 37, None, None, None, 0)

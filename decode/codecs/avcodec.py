@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from capture.media import RtpPackets
-from decode.codecs.base import BOOL, I16, I64, AudioDecoder, gather_payloads, nominal_counts
+from callrec.capture.model.media import RtpPackets
+from callrec.decode.codecs.base import BOOL, I16, I64, AudioDecoder, gather_payloads, nominal_counts
 
 if TYPE_CHECKING:
     import av

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from capture.gather import row_view
-from capture.media import RtpPackets
-from capture.serial import unwrap_seq, unwrap_ts
+from callrec.capture.model.gather import row_view
+from callrec.capture.model.media import RtpPackets
+from callrec.capture.model.serial import unwrap_seq, unwrap_ts
 
 I16 = npt.NDArray[np.int16]
 I64 = npt.NDArray[np.int64]

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from capture.gather import row_view
-from capture.media import MediaFormat, RtpPackets
-from decode.codecs.base import I16, I64, U8, AudioDecoder, nominal_counts
+from callrec.capture.model.gather import row_view
+from callrec.capture.model.media import MediaFormat, RtpPackets
+from callrec.decode.codecs.base import I16, I64, U8, AudioDecoder, nominal_counts
 
 HEADER_BYTES = 4
 INDEX_STEP = np.array([-1, -1, -1, -1, 2, 4, 6, 8] * 2, dtype=np.int64)

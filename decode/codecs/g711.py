@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from capture.media import RtpPackets
-from decode.codecs.base import I16, I64, U8, AudioDecoder, gather_payloads
+from callrec.capture.model.media import RtpPackets
+from callrec.decode.codecs.base import I16, I64, U8, AudioDecoder, gather_payloads
 
 U32 = npt.NDArray[np.uint32]
 DECODE_BLOCK = 1 << 14  # samples per block when decoding into place: 32 KiB, stays in cache

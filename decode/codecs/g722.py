@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from capture.media import MediaFormat, RtpPackets
-from decode.codecs.avcodec import AvDecoder, Units, payload_bytes
+from callrec.capture.model.media import MediaFormat, RtpPackets
+from callrec.decode.codecs.avcodec import AvDecoder, Units, payload_bytes
 
 SAMPLES_PER_BYTE = 2
 

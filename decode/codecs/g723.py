@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from capture.media import MediaFormat, RtpPackets
-from decode.codecs.avcodec import AvDecoder, Units
+from callrec.capture.model.media import MediaFormat, RtpPackets
+from callrec.decode.codecs.avcodec import AvDecoder, Units
 
 FRAME_BYTES = (24, 20, 4, 0)  # by the two low bits of the first octet; 0: reserved
 FRAME_SAMPLES = 240

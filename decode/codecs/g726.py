@@ -30,9 +30,9 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
-from capture.media import MediaFormat, RtpPackets
-from decode.codecs.avcodec import AvDecoder, Units, payload_bytes
-from decode.codecs.base import I16, I64
+from callrec.capture.model.media import MediaFormat, RtpPackets
+from callrec.decode.codecs.avcodec import AvDecoder, Units, payload_bytes
+from callrec.decode.codecs.base import I16, I64
 
 F64 = npt.NDArray[np.float64]
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from capture.media import MediaFormat, RtpPackets
-from decode.codecs.avcodec import AvDecoder, Units, payload_bytes
+from callrec.capture.model.media import MediaFormat, RtpPackets
+from callrec.decode.codecs.avcodec import AvDecoder, Units, payload_bytes
 
 SID_BYTES = 2
 FRAME_SAMPLES = 80

@@ -8,8 +8,8 @@ segment's frames are decoded in bulk.
 
 from __future__ import annotations
 
-from capture.media import MediaFormat, RtpPackets
-from decode.codecs.avcodec import AvDecoder, Units, fixed_frames
+from callrec.capture.model.media import MediaFormat, RtpPackets
+from callrec.decode.codecs.avcodec import AvDecoder, Units, fixed_frames
 
 FRAME_BYTES = 33
 FRAME_SAMPLES = 160

@@ -20,8 +20,8 @@ import re
 
 import numpy as np
 
-from capture.media import MediaFormat, RtpPackets
-from decode.codecs.avcodec import AvDecoder, Units, fixed_frames
+from callrec.capture.model.media import MediaFormat, RtpPackets
+from callrec.decode.codecs.avcodec import AvDecoder, Units, fixed_frames
 
 MODES = {20: (38, 160, 15200), 30: (50, 240, 13330)}  # frame octets, samples, bit rate
 _MODE = re.compile(r"(?:^|;)\s*mode\s*=\s*(\d+)", re.IGNORECASE)

@@ -15,8 +15,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from capture.media import MediaFormat, RtpPackets
-from decode.codecs.base import I16, I64, AudioDecoder, gather_payloads
+from callrec.capture.model.media import MediaFormat, RtpPackets
+from callrec.decode.codecs.base import I16, I64, AudioDecoder, gather_payloads
 
 
 class LinearDecoder(AudioDecoder):

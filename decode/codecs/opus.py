@@ -35,11 +35,19 @@ from functools import cache
 
 import numpy as np
 
-from capture.media import MediaFormat, RtpPackets
-from capture.serial import unwrap_seq, unwrap_ts
-from decode.codecs.avcodec import AvDecoder, Units, payload_bytes
-from decode.codecs.base import I16, I64, U8, AudioDecoder, Concealment, gather_payloads, nominal_counts
-from decode.codecs.libopus import MAX_FRAME_SAMPLES, DecoderState, LibOpus, load
+from callrec.capture.model.media import MediaFormat, RtpPackets
+from callrec.capture.model.serial import unwrap_seq, unwrap_ts
+from callrec.decode.codecs.avcodec import AvDecoder, Units, payload_bytes
+from callrec.decode.codecs.base import (
+    I16,
+    I64,
+    U8,
+    AudioDecoder,
+    Concealment,
+    gather_payloads,
+    nominal_counts,
+)
+from callrec.decode.codecs.libopus import MAX_FRAME_SAMPLES, DecoderState, LibOpus, load
 
 RATE_HZ = 48000
 MAX_CONCEAL_MS = 120

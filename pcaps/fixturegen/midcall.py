@@ -16,7 +16,7 @@ from .rtp import LegSpec, emit_leg, rtcp_sr
 from .signals import noise
 from .sip import Dialog, make_sdp
 
-# capture.tracker.TrackerConfig.media_timeout_s: an answered call without media or SIP this long ends
+# capture.tracking.tracker.TrackerConfig.media_timeout_s: an answered call without media or SIP this long ends
 MEDIA_TIMEOUT_S = 300
 
 

@@ -9,11 +9,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from store.audit import (
-    GENESIS_HASH,
-    AuditTrail,
-    entry_hash,
-)
+from callrec.store.audit.chain import GENESIS_HASH, entry_hash
+from callrec.store.audit.trail import AuditTrail
 
 NOW_NS = 1_795_874_523_120_000_000  # 2026-11-28T14:02:03.120Z
 MS = 1_000_000

@@ -9,10 +9,10 @@ import pytest
 from audit_helpers import NOW_NS, Clock
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from store.audit import (
+from callrec.store.audit.trail import (
     AuditTrail,
 )
-from store.catalogue import Catalogue
+from callrec.store.catalogue.db import Catalogue
 
 
 @pytest.fixture

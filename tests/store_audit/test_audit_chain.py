@@ -1,4 +1,4 @@
-"""store.audit: a clean chain verifies, and every kind of tampering with its entries, its
+"""store.audit.trail: a clean chain verifies, and every kind of tampering with its entries, its
 checkpoints or its head file is found and named.
 
 Tampering is done the way an attacker with the catalogue file would: a plain sqlite3 connection,
@@ -19,16 +19,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from store.audit import (
-    GENESIS_HASH,
-    AuditEntry,
-    AuditProblem,
-    AuditTrail,
-    key_fingerprint,
-)
-from store.catalogue import Catalogue
-from store.errors import AuditTampered
-from store.migrations import iso_from_ns
+from callrec.store.audit.chain import GENESIS_HASH, key_fingerprint
+from callrec.store.audit.trail import AuditEntry, AuditProblem, AuditTrail
+from callrec.store.catalogue.db import Catalogue
+from callrec.store.catalogue.migrations import iso_from_ns
+from callrec.store.errors import AuditTampered
 
 # --- a clean trail ------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""store.audit: checkpoints and keys, transactions and concurrent writers, listing, odd text,
+"""store.audit.trail: checkpoints and keys, transactions and concurrent writers, listing, odd text,
 and where a command comes from."""
 
 from __future__ import annotations
@@ -17,14 +17,12 @@ from audit_helpers import NOW_NS, Clock, attacker, fill, kinds
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from store.audit import (
-    AuditTrail,
-    client_description,
-    key_fingerprint,
-)
-from store.catalogue import Catalogue
-from store.errors import InvalidArgument, StoreError
-from store.migrations import write_transaction
+from callrec.store.audit.chain import key_fingerprint
+from callrec.store.audit.client import client_description
+from callrec.store.audit.trail import AuditTrail
+from callrec.store.catalogue.db import Catalogue
+from callrec.store.catalogue.migrations import write_transaction
+from callrec.store.errors import InvalidArgument, StoreError
 
 # --- checkpoints and keys ---------------------------------------------------------------------------
 

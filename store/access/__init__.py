@@ -1,0 +1,1 @@
+"""Who may do what: users, roles, scopes and the portal's password hashes."""

@@ -1,0 +1,1 @@
+"""The audit trail: a hash-chained, signed, append-only record of every access."""

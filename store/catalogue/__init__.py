@@ -1,0 +1,1 @@
+"""The catalogue database: schema and migrations, calls and their rows, search filters and scope."""

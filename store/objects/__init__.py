@@ -1,0 +1,1 @@
+"""Where sealed recording files are kept: a local directory written atomically."""

@@ -1,0 +1,1 @@
+"""Retention: classes and expiry dates, legal holds, and the crash-safe purge."""
