@@ -4,7 +4,8 @@ Prints one JSON line. Usage (from the repository root):
 
     .venv/bin/python bench/bench_spill.py [--minutes 5] [--calls 10] [--dir /var/lib/callrec]
 
-* ``write_mb_per_s`` / ``read_mb_per_s``: :class:`recorder.saving.sealed_spill.SealedSpill` writing (serialise,
+* ``write_mb_per_s`` / ``read_mb_per_s``: :class:`recorder.saving.sealed_spill.SealedSpill` writing
+  (serialise,
   AES-256-GCM, pwrite) and reading back (pread, verify, deserialise) chunks of 30 s of one G.711 leg
   (1,500 packets, 240 kB of payload); MB = 10^6 payload bytes. ``disk_bytes_per_payload_byte``: file
   bytes per payload byte (columns, record head, nonce, tag).
@@ -64,7 +65,7 @@ def throughput(directory: Path, total_mb: int) -> dict[str, float]:
     chunks = [g711_chunk(1_800_000_000 * NS + k * 30 * NS, 1500, rng) for k in range(8)]
     per_chunk = int(chunks[0].payload.shape[0])
     count = max(1, total_mb * MB // per_chunk)
-    sink = SealedSpill(directory / "throughput", log=lambda _: None)
+    sink = SealedSpill(directory / "throughput")
     start = time.perf_counter()
     refs = [sink.write(f"leg-{k % 64}", chunks[k % len(chunks)]) for k in range(count)]
     wrote = time.perf_counter() - start
@@ -84,7 +85,7 @@ def throughput(directory: Path, total_mb: int) -> dict[str, float]:
 
 def run_tracker(pcap: Path, calls: int, spill_dir: Path | None) -> dict[str, float]:
     frames, tracker = FrameDecoder(), CallTracker()
-    sink = SealedSpill(spill_dir, log=lambda _: None) if spill_dir is not None else None
+    sink = SealedSpill(spill_dir) if spill_dir is not None else None
     peak = last = 0
     next_spill: int | None = None
     start = time.perf_counter()

@@ -3,7 +3,6 @@
 durable directory entries and file systems, short-read-safe reads, and ``OSError`` turned into one
 :class:`~callrec.store.errors.StoreError` line that names the path."""
 
-
 from __future__ import annotations
 
 import contextlib

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from keyset import PASSPHRASE, keyset
+
+from tests.helpers.keyset import PASSPHRASE, keyset
 
 
 @pytest.fixture(autouse=True)
@@ -24,6 +25,6 @@ def callrec_environment(
 @pytest.fixture
 def sealed_home(tmp_path: Path) -> Path:
     """A data directory with the test keys, ready to import into."""
-    from keyset import provision
+    from tests.helpers.keyset import provision
 
     return provision(tmp_path / "home")

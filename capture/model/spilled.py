@@ -91,7 +91,8 @@ class SpillRefs:
 @dataclass(frozen=True, slots=True)
 class SpilledMedia:
     """A finished leg's older packets, left in the sink and handed on with the call, so that whoever saves
-    the call reads them back (a saver process: :func:`capture.tracking.handoff.resolve_spilled`) instead of the
+    the call reads them back (a saver process: :func:`capture.tracking.handoff.resolve_spilled`) instead
+    of the
     capture loop. ``location`` is the sink's name for the leg's chunks (a file); the packets of
     ``drop_payload_types`` are dropped once read, as they were from the packets kept in memory."""
 

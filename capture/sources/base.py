@@ -1,6 +1,7 @@
 """What every packet source offers: batches, counters, close. Live rings and capture files alike.
 
-:class:`PacketSource` is the one interface the packet loop sees: :class:`capture.sources.interfaces.LiveSource`
+:class:`PacketSource` is the one interface the packet loop sees:
+:class:`capture.sources.interfaces.LiveSource`
 (AF_PACKET rings), :class:`capture.sources.replay.ReplaySource` (a capture file, paced to its timestamps or
 as fast as possible) both yield :class:`capture.model.packets.PacketBatch` es in capture order.
 

@@ -12,7 +12,8 @@
     source.close()
 
 Each interface gets its own socket and ring (:class:`capture.sources.ring.Ring`); the kernel runs the BPF
-filter (:mod:`capture.sources.bpf`; :data:`capture.sources.bpf.DEFAULT_FILTER` unless another expression is given)
+filter (:mod:`capture.sources.bpf`; :data:`capture.sources.bpf.DEFAULT_FILTER` unless another expression
+is given)
 before a frame takes ring space, so the filter is also what keeps the drop counters at zero on a busy
 mirror port. One ring block becomes one :class:`PacketBatch` (the block copied once; outer VLAN tags
 put back), so :class:`capture.frames.decoder.FrameDecoder` and the tracker work as on capture files.

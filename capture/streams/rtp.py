@@ -107,7 +107,8 @@ def parse_rtp_columns(
     lengths: npt.NDArray[np.int64],
     ts_ns: npt.NDArray[np.int64] | None = None,
 ) -> tuple[RtpPackets, npt.NDArray[np.bool_]]:
-    """Parse the RTP packets at ``offsets``/``lengths`` in ``buffer`` (padded as in ``capture.model.packets``).
+    """Parse the RTP packets at ``offsets``/``lengths`` in ``buffer`` (padded as in
+    ``capture.model.packets``).
 
     Returns the valid packets as :class:`RtpPackets` (payloads copied out) and the mask of which
     input rows were valid RTP (version 2, header, CSRCs, extension and padding within the packet).

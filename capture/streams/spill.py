@@ -1,7 +1,8 @@
 """Spilling the media of calls in progress out of memory: the capture side's interface, no crypto.
 
 A live capture keeps every call's RTP until the call ends. To bound the memory per call, the older
-part of each leg's packets is handed to a :class:`SpillSink` (``recorder.saving.sealed_spill.SealedSpill`` writes
+part of each leg's packets is handed to a :class:`SpillSink`
+(``recorder.saving.sealed_spill.SealedSpill`` writes
 sealed chunks to disk) and only a :class:`SpillRef` per chunk stays in memory; when the call ends the
 chunks are read back in order (:meth:`capture.model.media.LegSpool.packets`) and the sink is told to
 :meth:`~SpillSink.discard` them. The spill is an optimisation: a sink that cannot write raises
@@ -30,7 +31,8 @@ _HEAD = struct.Struct("<4sBxxxQQ8s")  # magic, version, packets, payload bytes, 
 HEAD_BYTES = _HEAD.size
 _HEAD_ROWS = struct.Struct("<4sBxxxQQ")  # magic, version 2, packets, payload bytes
 # version 2: one fixed row per packet (payloads follow, in order), so that a whole media log in leg order
-# is encoded at once and each leg's record is a slice of it (capture.tracking.tracker.CallTracker.spill_pending)
+# is encoded at once and each leg's record is a slice of it
+# (capture.tracking.tracker.CallTracker.spill_pending)
 _ROW = np.dtype(
     [
         ("ts_ns", "<i8"),

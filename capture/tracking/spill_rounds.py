@@ -3,8 +3,10 @@
 :func:`spill_resident` spills, leg by leg, the chunks a split filed in memory (the media log is split
 when it grows past ``pending_packets``, or when many calls end at once). :func:`spill_log` spills the
 whole media log at once: the log is put in leg order (:meth:`capture.model.media.MediaLog.drain`), the
-records of all legs are encoded in one pass (:func:`capture.streams.spill.block_records`) and each leg's is one
-slice of it, sealed and written. Per leg that leaves a seal and a write: a thousand calls cost about 70 ms of CPU a round,
+records of all legs are encoded in one pass (:func:`capture.streams.spill.block_records`) and each leg's
+is one
+slice of it, sealed and written. Per leg that leaves a seal and a write: a thousand calls cost about 70
+ms of CPU a round,
 where a piece, a join and an encoding per leg cost 160-180 ms.
 
 Only calls in progress are spilled, so a spilled chunk is never later than its call's end

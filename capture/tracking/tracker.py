@@ -10,7 +10,8 @@ Per batch of UDP datagrams, in capture order:
 
 A call ends on BYE/CANCEL/final failure (plus a short linger), on a timeout in capture time, or at
 the end of the input; it is then handed on as a :class:`CapturedCall` (:mod:`capture.tracking.handoff`) and
-forgotten. RTP no dialog claims goes on to :mod:`capture.streams.unsignalled`; video and T.38 fax are kept apart
+forgotten. RTP no dialog claims goes on to :mod:`capture.streams.unsignalled`; video and T.38 fax are
+kept apart
 by :mod:`capture.streams.sidemedia`. A live capture bounds the memory of the calls in progress with
 :meth:`CallTracker.spill` (older media to a :class:`~capture.streams.spill.SpillSink`: sealed files on disk).
 """
@@ -18,6 +19,7 @@ by :mod:`capture.streams.sidemedia`. A live capture bounds the memory of the cal
 from __future__ import annotations
 
 import collections
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +47,8 @@ from callrec.capture.streams.sidemedia import SideMedia
 from callrec.capture.streams.unsignalled import UnsignalledCalls
 from callrec.capture.tracking.handoff import TrackedCall, TrackedLeg, hand_on
 from callrec.capture.tracking.spill_rounds import spill_log, spill_resident
+
+log = logging.getLogger(__name__)
 
 NS = 1_000_000_000
 
@@ -232,6 +236,7 @@ class CallTracker:
             msg = parse_datagram(data)
         except ParseError as exc:
             self.counters[exc.reason if exc.reason.startswith("sip_") else f"sip_{exc.reason}"] += 1
+            log.debug("SIP datagram %d skipped: %s", int(batch.numbers[row]), exc)
             return []
         self.counters["sip_messages"] += 1
         ts_ns = int(batch.ts_ns[row])

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,14 @@ def control_path(obj: Context, given: Path | None) -> Path:
     return given if given is not None else obj.home.root / CONTROL_NAME
 
 
-def _log(line: str) -> None:
-    click.echo(line)
-    sys.stdout.flush()
+def _log_to_stdout() -> None:
+    """The service's log lines (the callrec.* loggers) on standard output, one a line, as the journal
+    reads a unit's output."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("callrec")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
 
 
 def _size(text: str, option: str) -> int:
@@ -151,8 +157,9 @@ def capture(
         )
     except (CaptureSetupError, FilterError) as exc:
         raise click.ClickException(str(exc)) from None
+    _log_to_stdout()
     try:
-        service = start_service(home, source, lambda: load_for_home(home.root, obj.env), options, _log)
+        service = start_service(home, source, lambda: load_for_home(home.root, obj.env), options)
     except ConfigError as exc:
         for problem in exc.problems:
             click.echo(f"configuration error: {problem}", err=True)

@@ -1,4 +1,5 @@
-"""MP3 encoding (LAME, through lameenc) as a stream of byte chunks, like :func:`decode.formats.wav.wav_chunks`.
+"""MP3 encoding (LAME, through lameenc) as a stream of byte chunks, like
+:func:`decode.formats.wav.wav_chunks`.
 
 :func:`mp3_chunks` validates its arguments at once (so a caller can report a bad bitrate before it
 creates a file) and then yields the MP3 stream in pieces, one per block of ``chunk_frames`` input

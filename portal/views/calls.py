@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from callrec.portal.state import gate, state
 from callrec.store.catalogue.query import DIRECTIONS, CallFilter, where
 from callrec.store.crypto.vault import Vault
 from callrec.store.errors import InvalidArgument, KeyMissing, NotFound
+
+log = logging.getLogger(__name__)
 
 blueprint = Blueprint("calls", __name__)
 
@@ -242,6 +245,7 @@ def call_audio(call_id: int) -> BaseResponse:
         data = _opened_audio(row)
     except Exception as exc:
         gate().audit("calls.play", call_ids=[call_id], outcome="failed", detail={"error": str(exc)})
+        log.warning("call %d could not be played: %s", call_id, exc)
         raise
     total = len(data)
     header, byte_rate = _wav_layout(data)

@@ -1,4 +1,5 @@
-"""The journal's key: 32 random bytes in a 0600 file beside the journal (see :mod:`recorder.journal.segments` for
+"""The journal's key: 32 random bytes in a 0600 file beside the journal (see
+:mod:`recorder.journal.segments` for
 why a local key), read with every check a key file deserves, created and replaced atomically."""
 
 from __future__ import annotations

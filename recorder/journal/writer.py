@@ -31,7 +31,8 @@ _Task = tuple[str, PlainChunk | int | None]
 
 
 class JournalWriter:
-    """:class:`~recorder.journal.segments.Journal`'s methods for the capture loop, the writing done in a thread."""
+    """:class:`~recorder.journal.segments.Journal`'s methods for the capture loop, the writing done in a
+    thread."""
 
     def __init__(self, journal: Journal, *, max_queued: int = MAX_QUEUED_CHUNKS) -> None:
         self.journal = journal

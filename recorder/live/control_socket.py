@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import pwd
 import select
@@ -30,6 +31,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 MAX_REQUEST = 64 * 1024
 READ_DEADLINE_S = 0.5
@@ -112,6 +115,7 @@ class ControlServer:
             reply = {"ok": False, "error": f"bad request: {exc}"}
         except Exception as exc:  # the capture goes on whatever one request does
             reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            log.warning("control request failed: %s: %s", type(exc).__name__, exc)
         with contextlib.suppress(OSError):
             conn.setblocking(True)
             conn.settimeout(READ_DEADLINE_S)

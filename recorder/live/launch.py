@@ -13,7 +13,7 @@ from callrec.capture.sources.replay import ReplaySource
 from callrec.recorder.config import Config
 from callrec.recorder.live.notify import Notifier
 from callrec.recorder.live.service import CaptureService
-from callrec.recorder.live.state import LiveOptions, Log
+from callrec.recorder.live.state import LiveOptions
 from callrec.store.home import Home
 
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -51,12 +51,12 @@ def open_source(
 
 
 def start_service(
-    home: Home, source: PacketSource, load_config: Callable[[], Config], options: LiveOptions, log: Log
+    home: Home, source: PacketSource, load_config: Callable[[], Config], options: LiveOptions
 ) -> CaptureService:
     """A started service (store open, configuration read, journal recovered, control socket open),
     with SIGTERM and SIGINT stopping it and SIGHUP reloading its configuration. The source is closed
     when starting fails (``ConfigError`` for a broken configuration, or any other error)."""
-    service = CaptureService(home, source, load_config, options, log=log, notifier=Notifier())
+    service = CaptureService(home, source, load_config, options, notifier=Notifier())
     try:
         service.start()
     except BaseException:

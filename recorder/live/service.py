@@ -2,7 +2,8 @@
 
 One loop, one process::
 
-    batches (capture.sources.interfaces / capture.sources.replay) -> journal -> frames -> tracker -> CallSaver -> catalogue
+    batches (capture.sources.interfaces / capture.sources.replay) -> journal -> frames -> tracker ->
+    CallSaver -> catalogue
 
 * **Calls** are handed on by the tracker when they end (BYE answered: 0.25 s later), time out (no
   media, no final response, longer than ``max_call_s``; held calls never time out), or at shutdown.
@@ -16,7 +17,8 @@ One loop, one process::
 * **Reload** (SIGHUP): the configuration is read again; if it has errors they are logged and the old
   one stays. New rules, modes and retention apply to calls that end after the reload; capture
   timeouts to calls that start after a restart.
-* **Crash** (kill -9, power loss): every frame is written to a sealed journal (:mod:`recorder.journal.segments`)
+* **Crash** (kill -9, power loss): every frame is written to a sealed journal
+  (:mod:`recorder.journal.segments`)
   and flushed every 0.25 s, by a thread of its own (:mod:`recorder.journal.writer`). The next start
   replays what is left of it: calls already in the catalogue are skipped, calls that had ended are
   recorded, calls that were in progress are recorded up to the last flushed second and marked
@@ -26,14 +28,17 @@ One loop, one process::
   are retried every 5 s; nothing is half-written (files atomically, rows in one
   transaction). With ``free_space_floor`` set, expired recordings (never held ones) are purged first
   when free space runs below it.
-* **Control and status**: :mod:`recorder.live.control_socket` (``callrec status``, ``callrec calls record|pause|
-  resume``); systemd readiness, watchdog and status line, and Prometheus metrics (:mod:`recorder.live.notify`).
+* **Control and status**: :mod:`recorder.live.control_socket` (``callrec status``, ``callrec calls
+  record|pause|
+  resume``); systemd readiness, watchdog and status line, and Prometheus metrics
+  (:mod:`recorder.live.notify`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import os
 import resource
 import time
@@ -53,7 +58,7 @@ from callrec.recorder.journal.segments import Journal, ReplayReport, replay, rot
 from callrec.recorder.journal.writer import JournalWriter
 from callrec.recorder.live.control_socket import ControlServer
 from callrec.recorder.live.notify import Notifier, prometheus_text, write_textfile
-from callrec.recorder.live.state import LiveCounts, LiveOptions, Log
+from callrec.recorder.live.state import LiveCounts, LiveOptions
 from callrec.recorder.live.status import handle_request, metrics, status_line
 from callrec.recorder.policy.modes import Signal
 from callrec.recorder.saving.pool import InlineSaver, SaveJob, SaverOptions, SaverPool
@@ -64,6 +69,8 @@ from callrec.store.crypto.keys import KeyDirectory
 from callrec.store.crypto.vault import Vault
 from callrec.store.home import Home
 
+log = logging.getLogger(__name__)
+
 NS = 1_000_000_000
 STATUS_INTERVAL_S = 1.0
 PRUNE_MARGIN_NS = 10 * NS
@@ -71,7 +78,8 @@ LIVE_TIMEOUT_CHECK_S = 0.1
 INTERRUPTED = "interrupted by shutdown"
 RECOVERED = "recovered after a crash"
 JOURNAL_KEY = "journal.key"
-# Once a second, the media of calls in progress goes to the sealed spill (recorder.saving.sealed_spill; CallTracker.
+# Once a second, the media of calls in progress goes to the sealed spill (recorder.saving.sealed_spill;
+# CallTracker.
 # spill_pending): memory per call stays at about a second of media; the savers read the spilled part back
 # (capture.tracking.handoff.resolve_spilled), not the loop
 SPILL_FILES_AHEAD = 4096  # empty spill files kept ready (two per call in progress; creating one costs 0.5 ms)
@@ -87,14 +95,12 @@ class CaptureService:
         load_config: Callable[[], Config],
         options: LiveOptions,
         *,
-        log: Log = print,
         notifier: Notifier | None = None,
     ) -> None:
         self.home = home
         self.source = source
         self.load_config = load_config
         self.options = options
-        self.log = log
         self.notifier = notifier or Notifier({})
         self.counts = LiveCounts()
         self.commands: dict[str, list[Signal]] = {}  # Call-ID -> asked through the control socket
@@ -135,9 +141,9 @@ class CaptureService:
             self.journal = JournalWriter(Journal(directory, key))
         self.frames = FrameDecoder()
         self.tracker = CallTracker(replace(self._tracker_config(self.config), defer_spilled=True))
-        self.spill = SealedSpill(self.home.spool / "calls", log=self.log)
+        self.spill = SealedSpill(self.home.spool / "calls")
         if removed := self.spill.clear():  # a crashed run's: the journal recovered its calls, its key is gone
-            self.log(f"removed {removed} spill file(s) left by a capture that did not stop cleanly")
+            log.info(f"removed {removed} spill file(s) left by a capture that did not stop cleanly")
         self.spill.make_ahead(SPILL_FILES_AHEAD)
         options = SaverOptions(self.options.max_waiting_calls, self.options.free_space_floor, self.spill.key)
         self.saver: SaverPool | InlineSaver = (
@@ -152,7 +158,7 @@ class CaptureService:
         self.audit.record(
             user=_os_user(), action="capture.start", detail={"source": self.options.source_name}
         )
-        self.log(f"capture started on {self.options.source_name}; configuration: {self._config_files()}")
+        log.info(f"capture started on {self.options.source_name}; configuration: {self._config_files()}")
         gc.freeze()  # what start-up made lives as long as the process: full collections need not walk it
         self.notifier.ready(status_line(self))
 
@@ -217,7 +223,7 @@ class CaptureService:
         final = None
         for kind, value in messages:
             if kind == "log":
-                self.log(value)
+                log.info(value)
             elif kind == "saved":
                 for leg_key in self.spilled_legs.pop((value["call_id"], value["started_ns"]), ()):
                     self.spill.discard(leg_key)
@@ -269,13 +275,13 @@ class CaptureService:
         self._rate = (now, stats.frames)
         over = self.tracker.counters["calls_over_limit"]
         if over > self._reported["over_limit"]:
-            self.log(
+            log.info(
                 f"call limit reached: {self.tracker.calls_in_progress} calls in progress ([capture] "
                 f"max_calls); {over - self._reported['over_limit']} new call(s) not followed"
             )
             self._reported["over_limit"] = over
         if stats.kernel_drops > self._reported["drops"]:
-            self.log(
+            log.info(
                 f"the kernel dropped {stats.kernel_drops - self._reported['drops']} frame(s) (ring full; "
                 f"{stats.kernel_drops} in all): a larger --buffer, or fewer frames through --filter"
             )
@@ -305,12 +311,12 @@ class CaptureService:
             config = self.load_config()
         except ConfigError as exc:
             for problem in exc.problems:
-                self.log(f"reload refused, the configuration in use stays: {problem}")
+                log.info(f"reload refused, the configuration in use stays: {problem}")
             self.last_error = f"reload refused: {len(exc.problems)} configuration error(s)"
         else:
             self.config = config
             self.saver.send("config", config)
-            self.log(f"configuration reloaded: {self._config_files()}")
+            log.info(f"configuration reloaded: {self._config_files()}")
         self.notifier.ready(status_line(self))
 
     def shutdown(self) -> None:
@@ -334,7 +340,7 @@ class CaptureService:
             if clean:  # everything is in the catalogue: nothing to recover next time
                 rotate_key(self.journal.directory, self.journal.directory / JOURNAL_KEY)
             else:
-                self.log("calls still wait for storage: the journal is kept for the next start")
+                log.info("calls still wait for storage: the journal is kept for the next start")
         self.audit.record(
             user=_os_user(),
             action="capture.stop",
@@ -350,7 +356,7 @@ class CaptureService:
             self.control.close()
         self.source.close()
         self.catalogue.close()
-        self.log(
+        log.info(
             f"capture stopped ({reason}): {self.counts.recorded} recorded, "
             f"{sum(self.counts.not_recorded.values())} not recorded, {self.counts.interrupted} interrupted"
         )
@@ -360,7 +366,7 @@ class CaptureService:
     def _recover(self, directory: Path, key: bytes, saver: CallSaver) -> bytes:
         """Turn what a crashed run left in its journal into recordings (see the module docstring);
         then the journal is emptied and its key replaced. Returns the new key."""
-        self.log(f"recovering the calls of a capture that did not stop cleanly (journal {directory})")
+        log.info(f"recovering the calls of a capture that did not stop cleanly (journal {directory})")
         report = ReplayReport()
         frames = FrameDecoder()
         tracker = CallTracker(self._tracker_config(self.config))
@@ -376,7 +382,7 @@ class CaptureService:
                 self.counts.recovered += 1
             saver.save(call, source, end_reason=marked)
         saver.flush_rows()
-        self.log(
+        log.info(
             f"recovery done: {self.counts.recorded - before[0]} recorded ({self.counts.recovered} cut by the "
             f"crash, marked recovered), {self.counts.already_present - before[1]} recorded before it; "
             f"journal: {report.frames} frames, {report.chunks_torn} torn and {report.chunks_rejected} "

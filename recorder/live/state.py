@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,8 +18,6 @@ from callrec.recorder.saving.sealed_spill import SealedSpill
 from callrec.store.audit.trail import AuditTrail
 from callrec.store.catalogue.db import Catalogue
 from callrec.store.home import Home
-
-Log = Callable[[str], None]
 
 
 @dataclass(slots=True)
@@ -64,4 +61,3 @@ class RunningCapture(Protocol):
     clock_offset_ns: int
     started_monotonic: float
     pps: float
-    log: Log

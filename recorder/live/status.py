@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from collections.abc import Mapping
@@ -16,6 +17,8 @@ from callrec.recorder.policy.modes import Signal
 from callrec.store.access.principals import Principal, Users, resolve_principal
 from callrec.store.catalogue.db import iso_from_ns
 from callrec.store.errors import AccessDenied
+
+log = logging.getLogger(__name__)
 
 NS = 1_000_000_000
 ACTIONS = ("start", "stop", "pause", "resume")
@@ -199,5 +202,5 @@ def _signal(
         Signal(at, str(action), f"{action} by {user} (control socket)")
     )
     capture.audit.record(user=user, action="calls.control", detail={**detail, "call_id": dialog.call_id})
-    capture.log(f"{user} asked to {action} the recording of {dialog.call_id}")
+    log.info(f"{user} asked to {action} the recording of {dialog.call_id}")
     return {"ok": True, "call_id": dialog.call_id, "action": action, "at": iso_from_ns(at)}

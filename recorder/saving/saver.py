@@ -14,6 +14,7 @@ import collections
 import contextlib
 import hashlib
 import json
+import logging
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -39,6 +40,8 @@ from callrec.store.catalogue.db import Catalogue, iso_from_ns
 from callrec.store.crypto.vault import SEALED_SUFFIX, SealedRecording, Vault
 from callrec.store.errors import StoreError
 from callrec.store.retention.policy import expiry_ns
+
+log = logging.getLogger(__name__)
 
 # Catalogue rows are written in batched transactions of this many calls.
 CATALOGUE_BATCH = 64
@@ -135,6 +138,12 @@ class CallSaver:
             raise
         except Exception as exc:  # one broken call never stops the others
             error = f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "call %s could not be processed: %s",
+                call.call_id,
+                error,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
             self.counts.failed += 1
             why = "processing failed"
             sealed = None

@@ -36,13 +36,14 @@ import collections
 import contextlib
 import errno
 import itertools
+import logging
 import os
 import re
 import resource
 import secrets
 import struct
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from callrec.capture.model.media import RtpPackets
 from callrec.capture.model.spilled import SpillError, SpillRef
 from callrec.capture.streams.spill import decode_chunk, encode_chunk
+
+log = logging.getLogger(__name__)
 
 MARK, VERSION = b"CRS\x01", 1
 KEY_BYTES, NONCE_BYTES, TAG_BYTES = 32, 12, 16
@@ -100,14 +103,12 @@ class SealedSpill:
         key: bytes | None = None,
         budget_bytes: int | None = None,
         max_open: int | None = None,
-        log: Callable[[str], None] = print,
     ) -> None:
         key = key if key is not None else secrets.token_bytes(KEY_BYTES)
         if len(key) != KEY_BYTES:
             raise ValueError(f"spill key of {len(key)} bytes, not {KEY_BYTES}")
         self.directory = Path(directory)
         self.budget_bytes = budget_bytes
-        self.log = log
         self._key = key
         self._aead = AESGCM(key)
         self._legs: dict[str, _LegFile] = {}
@@ -157,11 +158,11 @@ class SealedSpill:
             self._stats.write_errors += 1
             text = f"cannot spill to {leg.path}: {exc.strerror or exc}"
             if self._stats.last_error is None:
-                self.log(f"{text}; media of calls in progress stays in memory")
+                log.warning("%s; media of calls in progress stays in memory", text)
             self._stats.last_error = text
             raise
         if self._stats.last_error is not None:
-            self.log(f"spilling to {self.directory} works again")
+            log.info("spilling to %s works again", self.directory)
             self._stats.last_error = None
         ref = SpillRef(leg_key, index, leg.size, record_bytes, packets, payload_bytes)
         leg.size += record_bytes

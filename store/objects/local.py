@@ -236,13 +236,3 @@ def _write_fd(fd: int, chunks: Iterable[Chunk], name: str, sync: bool = True) ->
             if sync:
                 os.fsync(handle.fileno())
     return size, digest.hexdigest()
-
-
-
-
-
-
-
-
-
-

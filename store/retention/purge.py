@@ -26,6 +26,7 @@ outside the catalogue (backups) are out of reach: deleting the key makes them us
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ from callrec.store.catalogue.migrations import iso_from_ns, write_transaction
 from callrec.store.errors import InvalidArgument, StoreError
 from callrec.store.objects.local import RecordingStore
 from callrec.store.retention.policy import RetentionClass
+
+log = logging.getLogger(__name__)
 
 STEPS = ("tombstone", "shred", "delete-file", "redact")
 """The purge steps, in order, as named to the ``after_step`` hook."""
@@ -243,6 +246,7 @@ class Retention:
                     raise failed.args[0] from None
                 except Exception as exc:  # one broken call never stops the run
                     errors[candidate.call] = _message(exc)
+                    log.warning("call %d not purged: %s", candidate.call, errors[candidate.call])
                     continue
                 if done:
                     purged.append(candidate.call)
