@@ -11,9 +11,9 @@ Per batch of UDP datagrams, in capture order:
 A call ends on BYE/CANCEL/final failure (plus a short linger), on a timeout in capture time, or at
 the end of the input; it is then handed on as a :class:`CapturedCall` (:mod:`capture.tracking.handoff`) and
 forgotten. RTP no dialog claims goes on to :mod:`capture.streams.unsignalled`; video and T.38 fax are
-kept apart
-by :mod:`capture.streams.sidemedia`. A live capture bounds the memory of the calls in progress with
-:meth:`CallTracker.spill` (older media to a :class:`~capture.streams.spill.SpillSink`: sealed files on disk).
+kept apart by :mod:`capture.streams.sidemedia`. A live capture bounds the memory of the calls in
+progress with :meth:`CallTracker.spill_pending` (once a second, all pending media to a
+:class:`~capture.model.spilled.SpillSink`: sealed files on disk; :mod:`capture.tracking.spill_rounds`).
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """Sealed spill files: where the live capture puts the older media of calls in progress.
 
-:meth:`capture.tracking.tracker.CallTracker.spill` (once a second in the live loop) hands the media of each
-leg older than a few seconds to :class:`SealedSpill`, which appends it to that leg's file in the spill
-directory (``<home>/spool/calls/slot-<n>.spill``; a leg's file is emptied and kept open for a later leg
-when the leg ends, as creating and deleting files cost several times more than writing the chunks) and
-returns a reference; the tracker keeps only the references, so memory per call is bounded by the recent
-window. When the call ends the chunks are read back and verified, and the file is emptied for reuse (or
-deleted) (:meth:`SealedSpill.discard`).
+:meth:`capture.tracking.tracker.CallTracker.spill_pending` (once a second in the live loop) hands the
+media of each leg pending since the last round to :class:`SealedSpill`, which appends it to that leg's
+file in the spill directory (``<home>/spool/calls/slot-<n>.spill``; a leg's file is emptied and kept
+open for a later leg when the leg ends, as creating and deleting files cost several times more than
+writing the chunks) and returns a reference; the tracker keeps only the references, so memory per call
+is bounded by the recent window. When the call ends the chunks are read back and verified, and the file
+is emptied for reuse (or deleted) (:meth:`SealedSpill.discard`).
 
 Format. Each chunk (:func:`capture.streams.spill.encode_chunk`) is one record: a head (marker ``CRS\\x01``,
 chunk index, ciphertext length; big-endian), a random 12-byte nonce, then the AES-256-GCM ciphertext
