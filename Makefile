@@ -7,16 +7,21 @@ DEMO_HOME := demo-home
 DEMO_KEY  := demo-compliance.key
 DEMO_PASS := CALLREC_PASSPHRASE=demo-passphrase
 
-.PHONY: demo test install test-install system-deps lint bench clean
+# How the package goes into the venv: editable for development (edits take effect at once), a plain
+# install in CI (CI=true), so that the suite runs against what `pip install .` really installs.
+INSTALL ?= $(if $(CI),dist,editable)
+PIP_TARGET = $(if $(filter dist,$(INSTALL)),.,-e .)
+
+.PHONY: demo test install test-install system-deps lint typecheck-tree install-check bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q $(PIP_TARGET)'[portal]'
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/.installed
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q $(PIP_TARGET)'[test,portal]'
 	touch $@
 
 install: $(VENV)/.installed
