@@ -27,6 +27,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import stat
 import zlib
 from collections.abc import Iterator
 from types import TracebackType
@@ -90,6 +91,24 @@ def _looks_like_erf(head: bytes) -> bool:
     )
 
 
+_NOT_REGULAR = (
+    (stat.S_ISFIFO, "a FIFO or pipe"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a directory"),
+)
+
+
+def _require_regular_file(path: str) -> None:
+    """Refuse, by name, what is not a regular file before opening it: opening a FIFO waits for a writer
+    forever, and a pipe cannot be walked twice (the format check reads its head first)."""
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        what = next((name for test, name in _NOT_REGULAR if test(mode)), "not a regular file")
+        raise UnsupportedFormat(f"{path}: not a regular file ({what}); copy it to a file first")
+
+
 class CaptureReader:
     """One open capture file. Iterate it (once) for :class:`PacketBatch` es; the file is closed
     when the iteration ends (or with :meth:`close` / ``with``).
@@ -113,6 +132,7 @@ class CaptureReader:
         self._base = 0  # file (decompressed) offset of the buffer's first byte
         self._eof = False
         self._pending: ParseError | None = None
+        _require_regular_file(self.path)
         self._raw: io.FileIO = open(self.path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
         self._gz: gzip.GzipFile | None = None
         try:

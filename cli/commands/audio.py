@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from callrec.cli.context import Context
+from callrec.cli.params import CALL_ID, BoundedInt
 from callrec.cli.passphrase import key_option, private_keys
 from callrec.decode.formats.audiofile import AudioFileError, audio_format, read_audio
 from callrec.decode.formats.mp3 import Mp3Error, check_settings, mp3_chunks
@@ -74,7 +75,7 @@ def _samples(plain: bytes, row: dict[str, Any]) -> tuple[npt.NDArray[np.int16], 
 
 
 @click.command("export")
-@click.argument("call_id", metavar="ID", type=int)
+@click.argument("call_id", metavar="ID", type=CALL_ID)
 @click.option(
     "--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where to write it."
 )
@@ -87,7 +88,7 @@ def _samples(plain: bytes, row: dict[str, Any]) -> tuple[npt.NDArray[np.int16], 
 @click.option("--mono", is_flag=True, help="Mix caller and callee into one channel.")
 @click.option(
     "--bitrate",
-    type=int,
+    type=BoundedInt("bitrate", 1, 10_000),
     metavar="KBPS",
     help="MP3 bitrate, kbit/s (8-160 at 8 and 16 kHz). Default: 24 a channel at 8 kHz, 32 at 16 kHz.",
 )
@@ -146,7 +147,7 @@ def calls_export(
 
 
 @click.command("play")
-@click.argument("call_id", metavar="ID", type=int)
+@click.argument("call_id", metavar="ID", type=CALL_ID)
 @click.option(
     "--player",
     metavar="COMMAND",
@@ -195,7 +196,7 @@ def _find_player() -> list[str]:
 
 
 @click.command("plot")
-@click.argument("call_id", metavar="ID", type=int)
+@click.argument("call_id", metavar="ID", type=CALL_ID)
 @click.option(
     "--out",
     required=True,

@@ -6,6 +6,7 @@ import click
 
 from callrec.cli.context import Context
 from callrec.cli.output import dumps
+from callrec.cli.params import CALL_ID, COUNT
 from callrec.store.audit.trail import AuditEntry
 from callrec.store.catalogue.db import parse_until, parse_when
 
@@ -40,8 +41,8 @@ def _entry_json(entry: AuditEntry) -> dict[str, object]:
 @click.option("--until", metavar="DATE", help="Entries before DATE (a bare date includes that day).")
 @click.option("--user", metavar="NAME", help="Only this user's entries.")
 @click.option("--action", metavar="ACTION", help="Only this action (e.g. calls.export).")
-@click.option("--call", "call", type=int, metavar="ID", help="Only entries about this call.")
-@click.option("--limit", type=click.IntRange(min=1), help="At most the last N entries.")
+@click.option("--call", "call", type=CALL_ID, metavar="ID", help="Only entries about this call.")
+@click.option("--limit", type=COUNT, help="At most the last N entries.")
 @click.option("--json", "as_json", is_flag=True, help="JSON array.")
 @click.pass_obj
 def audit_list(

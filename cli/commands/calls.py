@@ -16,6 +16,7 @@ from callrec.cli.commands.audio import calls_export, calls_play, calls_plot
 from callrec.cli.context import Context
 from callrec.cli.lazy import LazyGroup
 from callrec.cli.output import call_json, call_text, calls_csv, calls_table, dumps
+from callrec.cli.params import CALL_ID, COUNT
 from callrec.store.catalogue.query import DIRECTIONS, CallFilter
 from callrec.store.crypto.vault import Vault
 from callrec.store.errors import IntegrityError, NotFound
@@ -75,9 +76,7 @@ def _filters(command: F) -> F:
             default=None,
             help="Only calls with (without) a recording.",
         ),
-        click.option(
-            "--limit", type=click.IntRange(min=1), default=100, show_default=True, help="At most N calls."
-        ),
+        click.option("--limit", type=COUNT, default=100, show_default=True, help="At most N calls."),
         click.option("--json", "fmt", flag_value="json", help="JSON array."),
         click.option("--csv", "fmt", flag_value="csv", help="CSV with a header line."),
     ]
@@ -148,7 +147,7 @@ def calls_search(obj: Context, query: str, **options: Any) -> None:
 
 
 @calls.command("show")
-@click.argument("call_id", metavar="ID", type=int)
+@click.argument("call_id", metavar="ID", type=CALL_ID)
 @click.option("--json", "as_json", is_flag=True, help="JSON object with legs and events.")
 @click.pass_obj
 def calls_show(obj: Context, call_id: int, as_json: bool) -> None:
@@ -166,7 +165,7 @@ def calls_show(obj: Context, call_id: int, as_json: bool) -> None:
 
 
 @calls.command("verify")
-@click.argument("call_id", metavar="ID", type=int, required=False)
+@click.argument("call_id", metavar="ID", type=CALL_ID, required=False)
 @click.option("--json", "as_json", is_flag=True, help="JSON array of results.")
 @click.pass_obj
 def calls_verify(obj: Context, call_id: int | None, as_json: bool) -> None:
@@ -223,7 +222,7 @@ def calls_verify(obj: Context, call_id: int | None, as_json: bool) -> None:
 
 
 @calls.command("note")
-@click.argument("call_id", metavar="ID", type=int)
+@click.argument("call_id", metavar="ID", type=CALL_ID)
 @click.argument("text")
 @click.pass_obj
 def calls_note(obj: Context, call_id: int, text: str) -> None:

@@ -10,6 +10,7 @@ import click
 
 from callrec.cli.context import Context
 from callrec.cli.output import dumps
+from callrec.cli.params import CALL_ID
 from callrec.recorder.config import load_for_home
 from callrec.store.catalogue.db import iso_from_ns
 from callrec.store.retention.holds import Holds
@@ -133,7 +134,7 @@ def hold() -> None:
 
 
 @hold.command("add")
-@click.argument("call_id", metavar="ID", type=int)
+@click.argument("call_id", metavar="ID", type=CALL_ID)
 @click.option("--reason", required=True, help="Why (a case or matter reference).")
 @click.pass_obj
 def hold_add(obj: Context, call_id: int, reason: str) -> None:
@@ -151,7 +152,7 @@ def hold_add(obj: Context, call_id: int, reason: str) -> None:
 
 
 @hold.command("remove")
-@click.argument("call_id", metavar="ID", type=int)
+@click.argument("call_id", metavar="ID", type=CALL_ID)
 @click.option("--reason", default="", help="Why the hold ends.")
 @click.pass_obj
 def hold_remove(obj: Context, call_id: int, reason: str) -> None:
