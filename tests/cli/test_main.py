@@ -220,7 +220,7 @@ def test_bad_arguments_say_what_is_wrong(home: Path) -> None:
     result = run(home, "calls", "list", "--limit", "0")
     assert result.exit_code == 2 and "--limit" in result.stderr
     result = run(home, "calls", "show", "abc")
-    assert result.exit_code == 2 and "'abc' is not a valid integer" in result.stderr
+    assert result.exit_code == 2 and "'abc' is not a call id (digits 0-9 only)" in result.stderr
 
 
 def test_every_command_help_has_an_example() -> None:
