@@ -1,9 +1,9 @@
-"""The README's CLI reference, generated from the commands' own ``--help``.
+"""The CLI reference (docs/cli.md), generated from the commands' own ``--help``.
 
-    python -m cli.reference            # print the reference
-    python -m cli.reference --write    # replace the block in README.md
+    .venv/bin/python tools/cli_reference.py            # print the reference
+    .venv/bin/python tools/cli_reference.py --write    # rewrite docs/cli.md
 
-``tests/test_readme.py`` fails when README.md and ``--help`` disagree.
+``tests/test_readme.py`` fails when docs/cli.md and ``--help`` disagree.
 """
 
 from __future__ import annotations
