@@ -348,7 +348,14 @@ class SaverProcess:
         self.process.join(timeout=10)
         if self.process.is_alive():
             self.process.kill()
+        self.forget_jobs()
         return out
+
+    def forget_jobs(self) -> None:
+        """Once the process is gone, drop what was still queued for it: otherwise the queue's feeder
+        thread, blocked writing to a pipe nobody reads, keeps this process from exiting."""
+        self.jobs.close()
+        self.jobs.cancel_join_thread()
 
 
 def merged_state(states: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -415,6 +422,7 @@ class SaverPool:
     def _replace(self, index: int) -> list[Message]:
         """A new saver in place of a dead one; its calls handed on again (or failed, the second time)."""
         dead = self.savers[index]
+        dead.forget_jobs()
         jobs, self.handed[index] = self.handed[index], {}
         self.savers[index] = SaverProcess(self.home_root, self.config, self.options)
         self.states[index] = {}
