@@ -17,6 +17,8 @@ from callrec.cli.context import Context
 from callrec.cli.lazy import LazyGroup
 from callrec.cli.output import call_json, call_text, calls_csv, calls_table, dumps
 from callrec.cli.params import CALL_ID, COUNT
+from callrec.store.audit.calls import call_history, call_problems
+from callrec.store.catalogue.db import Catalogue
 from callrec.store.catalogue.query import DIRECTIONS, CallFilter
 from callrec.store.crypto.vault import Vault
 from callrec.store.errors import IntegrityError, NotFound
@@ -178,33 +180,43 @@ def calls_verify(obj: Context, call_id: int | None, as_json: bool) -> None:
       callrec calls verify 42
       callrec calls verify --json | jq '.[] | select(.ok | not)'
     """
+    catalogue = obj.catalogue()
+    history = call_history(catalogue.db.conn)
     if call_id is not None:
-        rows = [obj.visible_call(call_id, "calls.verify")]
+        try:
+            rows = [obj.visible_call(call_id, "calls.verify")]
+        except NotFound:  # a call the trail says was added is tampering, not a typo
+            if not call_problems(catalogue.db.conn, history, calls={call_id}):
+                raise
+            rows = []
+        checked: set[int] | None = {call_id}
     else:
         who = obj.allow("calls.verify")
-        rows = obj.catalogue().search(limit=None, spec=CallFilter(scope=who.scope_condition("c")))
-    catalogue = obj.catalogue()
+        scope = who.scope_condition("c")
+        rows = catalogue.search(limit=None, spec=CallFilter(scope=scope))
+        checked = None if scope is None else {int(row["id"]) for row in rows}  # the trail's, if unscoped
+    trail_says = {p.call: p.message for p in call_problems(catalogue.db.conn, history, calls=checked)}
     vault = Vault(obj.keys(), obj.home.recording_store())
     results = []
-    for row in rows:
-        error = None
-        tomb = catalogue.tombstone(int(row["id"]))
-        if tomb is not None and tomb["state"] == "purged":  # redacted on purpose; its purge is audited
-            results.append({"id": int(row["id"]), "ok": True, "error": None, "purged": tomb["purged_at"]})
+    for found in rows:
+        call = int(found["id"])
+        error = trail_says.pop(call, None)
+        tomb = catalogue.tombstone(call)
+        if error is None and tomb is not None and tomb["state"] == "purged":  # redacted; its purge audited
+            results.append({"id": call, "ok": True, "error": None, "purged": tomb["purged_at"]})
             continue
-        try:
-            if row.get("recording_path"):
-                vault.verify(row, catalogue.wrapped_key(int(row["id"])))
-            else:
-                vault.verify_row(row)
-        except (IntegrityError, NotFound) as exc:
-            error = str(exc)
-        results.append({"id": int(row["id"]), "ok": error is None, "error": error, "purged": None})
+        if error is None:
+            error = _verify_call(vault, catalogue, call)
+        results.append({"id": call, "ok": error is None, "error": error, "purged": None})
+    results += [
+        {"id": call, "ok": False, "error": error, "purged": None} for call, error in trail_says.items()
+    ]
+    results.sort(key=lambda result: result["id"])
     bad = [r for r in results if not r["ok"]]
     purged = sum(1 for r in results if r["purged"])
     obj.audit(
         "calls.verify",
-        call_ids=[int(row["id"]) for row in rows],
+        call_ids=[int(r["id"]) for r in results],
         outcome="failed" if bad else "ok",
         detail={"checked": len(results), "failed": [r["id"] for r in bad]},
     )
@@ -212,13 +224,28 @@ def calls_verify(obj: Context, call_id: int | None, as_json: bool) -> None:
         click.echo(dumps(results))
     else:
         for r in bad:
-            click.echo(f"call {r['id']}: {r['error']}")
+            said = str(r["error"])
+            click.echo(said if said.startswith(f"call {r['id']}") else f"call {r['id']}: {said}")
         click.echo(
             f"Verified {len(results)} call(s): {len(results) - len(bad) - purged} intact, {len(bad)} failed"
             + (f", {purged} purged by retention (metadata redacted, nothing to check)" if purged else "")
         )
     if bad:
         raise SystemExit(1)
+
+
+def _verify_call(vault: Vault, catalogue: Catalogue, call: int) -> str | None:
+    """What is wrong with one call's row, legs, events, data key and sealed file, or ``None``."""
+    row = catalogue.get_call(call)  # with its legs and events, which the signature covers
+    wrapped = catalogue.wrapped_key(call)
+    try:
+        if row.get("recording_path"):
+            vault.verify(row, wrapped)
+        else:
+            vault.verify_row(row, wrapped)
+    except (IntegrityError, NotFound) as exc:
+        return str(exc)
+    return None
 
 
 @calls.command("note")

@@ -169,7 +169,6 @@ class CallSaver:
         if sealed is not None:
             row.update(sealed.row_fields())
             wrapped = (sealed.key_fingerprint, sealed.wrapped_key)
-        row.update(self.vault.sign(row))
         events = event_rows(call, rendered)
         if plan is not None:
             events = plan_events(events, plan)
@@ -215,7 +214,7 @@ class CallSaver:
             return
         try:
             self.recordings.sync_all()
-            results = self.catalogue.add_calls(self._rows)
+            results = self.catalogue.add_calls(self._rows, sign=self.vault.sign)  # signed as stored
         except (OSError, sqlite3.Error) as exc:  # the rows stay pending, all or none committed
             raise StorageUnavailable(f"committing {len(self._rows)} calls: {exc}") from exc
         for call_id, created in results:

@@ -10,6 +10,7 @@ writes take the write lock up front (``BEGIN IMMEDIATE``). Use one :class:`Catal
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
@@ -49,12 +50,18 @@ from callrec.store.catalogue.schema import MIGRATIONS
 from callrec.store.errors import InvalidArgument, NotFound, StoreError
 
 __all__ = [
-    "AddResult", "CallRecord", "Catalogue", "RecordTuple", "When", "format_ssrc", "fts_query", "iso_from_ns",
-    "like_contains", "parse_until", "parse_when",
+    "AddResult", "CallRecord", "Catalogue", "RecordTuple", "Signer", "When", "format_ssrc", "fts_query",
+    "iso_from_ns", "like_contains", "parse_until", "parse_when",
 ]  # fmt: skip
 
 
 _CALL_ID, _STARTED_NS = CALL_COLUMNS.index("call_id"), CALL_COLUMNS.index("started_ns")
+_IDS = "(SELECT value FROM json_each(?))"
+
+Signer = Callable[[Mapping[str, Any], "tuple[str, bytes] | None"], Mapping[str, str]]
+"""Given a call as stored (its row with ``id``, ``legs`` and ``events``, as :meth:`Catalogue.get_call`
+gives it) and its wrapped data key, the ``signed_metadata``, ``signature`` and ``signing_key`` to
+store with it (:meth:`store.crypto.vault.Vault.sign`)."""
 
 
 class AddResult(NamedTuple):
@@ -162,9 +169,12 @@ class Catalogue:
         its id returned with ``created=False``. Unknown fields raise :class:`InvalidArgument`."""
         return self.add_calls([CallRecord(call, legs, events)])[0]
 
-    def add_calls(self, batch: Iterable[CallRecord | RecordTuple]) -> list[AddResult]:
+    def add_calls(
+        self, batch: Iterable[CallRecord | RecordTuple], *, sign: Signer | None = None
+    ) -> list[AddResult]:
         """Add many calls in one transaction (much faster than one by one); all or nothing.
-        Every record is validated before anything is written."""
+        Every record is validated before anything is written. ``sign`` (see :data:`Signer`) fills the
+        signature columns of each new call from what was stored, in the same transaction."""
         imported_at = iso_from_ns(self._clock())
         rows: list[tuple[Row, list[Row], list[Row], tuple[str, bytes] | None]] = []
         for item in batch:
@@ -201,7 +211,42 @@ class Catalogue:
                 "INSERT INTO recording_keys (call, key_fingerprint, wrapped_key) VALUES (?, ?, ?)", key_rows
             )
             conn.executemany(INSERT_EVENT, event_rows)
+            if sign is not None:
+                created = [result.id for result in results if result.created]
+                for stored, wrapped in self._stored_calls(created):
+                    columns = sign(stored, wrapped)
+                    conn.execute(
+                        "UPDATE calls SET signed_metadata = ?, signature = ?, signing_key = ? WHERE id = ?",
+                        (
+                            columns["signed_metadata"],
+                            columns["signature"],
+                            columns["signing_key"],
+                            stored["id"],
+                        ),
+                    )
         return results
+
+    def _stored_calls(self, ids: Sequence[int]) -> list[tuple[dict[str, Any], tuple[str, bytes] | None]]:
+        """The calls ``ids`` as :meth:`get_call` gives them (legs and events by id), with their
+        wrapped keys: three queries for the lot."""
+        if not ids:
+            return []
+        chosen = json.dumps(list(ids))
+        rows = {
+            int(row["id"]): dict(row, legs=[], events=[])
+            for row in self.db.query(f"SELECT * FROM calls WHERE id IN {_IDS}", [chosen])
+        }
+        for table in ("legs", "events"):
+            for item in self.db.query(f"SELECT * FROM {table} WHERE call IN {_IDS} ORDER BY id", [chosen]):
+                rows[int(item["call"])][table].append(item)
+        keys = {
+            int(call): (str(fingerprint), bytes(wrapped))
+            for call, fingerprint, wrapped in self.db.conn.execute(
+                f"SELECT call, key_fingerprint, wrapped_key FROM recording_keys WHERE call IN {_IDS}",
+                [chosen],
+            )
+        }
+        return [(rows[call], keys.get(call)) for call in ids if call in rows]
 
     def set_recording(
         self,

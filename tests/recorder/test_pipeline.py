@@ -63,7 +63,9 @@ def test_rows_are_committed_only_after_the_files_are_synced(
     real_sync, real_add = store_cls.sync_all, Catalogue.add_calls
     monkeypatch.setattr(store_cls, "sync_all", lambda self: (order.append("sync"), real_sync(self))[1])
     monkeypatch.setattr(
-        Catalogue, "add_calls", lambda self, batch: (order.append("rows"), real_add(self, batch))[1]
+        Catalogue,
+        "add_calls",
+        lambda self, batch, **kw: (order.append("rows"), real_add(self, batch, **kw))[1],
     )
     import_captures([TWO_CALLS], home)
     assert order == ["sync", "rows"]
