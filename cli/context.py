@@ -76,12 +76,11 @@ class Context:
             real = os_user()
             try:
                 self._principal = resolve_principal(users, real, self.as_user)
-            except AccessDenied as exc:
-                name = self.as_user or real
+            except AccessDenied as exc:  # logged under who asked, never under the name asked for
+                detail = {"reason": str(exc), "os_user": real, "requested_as": self.as_user}
                 self.audit_trail().record(
-                    user=name, action="login", outcome="denied", detail={"reason": str(exc), "os_user": real},
-                    client=self.client,
-                )  # fmt: skip
+                    user=real, action="login", outcome="denied", detail=detail, client=self.client
+                )
                 raise
         return self._principal
 
@@ -118,8 +117,10 @@ class Context:
     ) -> int:
         """Append one entry to the audit trail as the current principal (or the OS user)."""
         who = self._principal
-        name = who.name if who is not None else (self.as_user or os_user())
+        name = who.name if who is not None else os_user()  # --as counts once it is allowed
         info = dict(detail or {})
+        if who is None and self.as_user:
+            info["requested_as"] = self.as_user
         if who is not None and who.acting_for:
             info["acting_for"] = who.acting_for
         return self.audit_trail().record(

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from callrec.store.audit.chain import key_fingerprint
-from callrec.store.audit.client import client_description
+from callrec.store.audit.client import client_description, login_uid_of_process, user_name
 from callrec.store.audit.trail import AuditTrail
 from callrec.store.catalogue.db import Catalogue
 from callrec.store.catalogue.migrations import write_transaction
@@ -324,35 +324,60 @@ def test_odd_text_is_stored_safely_and_verifies(trail: AuditTrail) -> None:
 # --- where a command comes from ----------------------------------------------------------------------
 
 
+ROOT = "uid 0 (root)"
+
+
 @pytest.mark.parametrize(
     ("env", "tty", "expected"),
     [
-        ({"SSH_CONNECTION": "203.0.113.7 51234 192.0.2.1 22"}, "/dev/pts/3", "ssh 203.0.113.7"),
-        ({"SSH_CLIENT": "203.0.113.8 51234 22"}, None, "ssh 203.0.113.8"),
-        ({"SSH_CONNECTION": "2001:db8::7 51234 2001:db8::1 22"}, None, "ssh 2001:db8::7"),
-        ({"SSH_CONNECTION": "evil;rm 1 2 3", "SSH_CLIENT": "198.51.100.2 1 22"}, None, "ssh 198.51.100.2"),
-        ({"SSH_CONNECTION": "not-an-address 1 2 3"}, "/dev/pts/3", "local tty /dev/pts/3"),
-        ({}, "/dev/pts/3", "local tty /dev/pts/3"),
-        ({}, "pts/3", "local"),
-        ({}, "", "local"),
-        ({"SUDO_USER": "alice"}, "/dev/tty1", "local tty /dev/tty1 via sudo from alice"),
-        ({"SUDO_USER": "alice; rm"}, "", "local"),
+        ({"SSH_CONNECTION": "203.0.113.7 51234 192.0.2.1 22"}, "/dev/pts/3",
+         f"{ROOT}, local tty /dev/pts/3; claimed: ssh 203.0.113.7"),
+        ({"SSH_CLIENT": "203.0.113.8 51234 22"}, "", f"{ROOT}; claimed: ssh 203.0.113.8"),
+        ({"SSH_CONNECTION": "2001:db8::7 51234 2001:db8::1 22"}, "", f"{ROOT}; claimed: ssh 2001:db8::7"),
+        ({"SSH_CONNECTION": "evil;rm 1 2 3", "SSH_CLIENT": "198.51.100.2 1 22"}, "",
+         f"{ROOT}; claimed: ssh 198.51.100.2"),
+        ({"SSH_CONNECTION": "not-an-address 1 2 3"}, "/dev/pts/3", f"{ROOT}, local tty /dev/pts/3"),
+        ({}, "/dev/pts/3", f"{ROOT}, local tty /dev/pts/3"),
+        ({}, "pts/3", ROOT),
+        ({}, "", ROOT),
+        ({"SUDO_USER": "alice"}, "/dev/tty1", f"{ROOT}, local tty /dev/tty1; claimed: via sudo from alice"),
+        ({"SUDO_USER": "alice; rm"}, "", ROOT),
+        ({"SSH_CONNECTION": "198.51.100.77 1 2 3", "SUDO_USER": "carol"}, "",
+         f"{ROOT}; claimed: ssh 198.51.100.77 via sudo from carol"),
     ],
-)
+)  # fmt: skip
 def test_client_description(env: dict[str, str], tty: str | None, expected: str) -> None:
-    assert client_description(env, tty) == expected
+    assert client_description(env, tty, ids=(0, None)) == expected
+
+
+def test_the_environment_is_only_ever_a_claim_beside_the_real_ids() -> None:
+    """A user who sets SSH_CONNECTION and SUDO_USER is still recorded as who the kernel says they are."""
+    spoofed = {"SSH_CONNECTION": "198.51.100.77 1 2 3", "SUDO_USER": "carol"}
+    said = client_description(spoofed, "", ids=(0, 0))
+    assert said == "uid 0 (root); claimed: ssh 198.51.100.77 via sudo from carol"
+    assert client_description({}, "", ids=(0, 4_000_000)) == "uid 0 (root), login uid 4000000 (unknown)"
+
+
+def test_the_login_uid_is_read_from_the_kernel(tmp_path: Path) -> None:
+    assert login_uid_of_process(tmp_path / "absent") is None
+    (tmp_path / "unset").write_text("4294967295")
+    assert login_uid_of_process(tmp_path / "unset") is None
+    (tmp_path / "set").write_text("1000\n")
+    assert login_uid_of_process(tmp_path / "set") == 1000
 
 
 def test_client_description_reads_the_env_given_and_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SSH_CONNECTION", "203.0.113.7 1 2 3")
     monkeypatch.delenv("SUDO_USER", raising=False)
-    assert client_description({}, "") == "local"
-    assert client_description(os.environ) == "ssh 203.0.113.7"
+    me = f"uid {os.getuid()} ({user_name(os.getuid())})"
+    assert client_description({}, "", ids=(os.getuid(), None)) == me
+    assert client_description(os.environ, "", ids=(os.getuid(), None)) == f"{me}; claimed: ssh 203.0.113.7"
+    assert client_description({}, "").startswith(me)
     monkeypatch.setattr(os, "ttyname", lambda fd: f"/dev/pts/{fd + 3}")
-    assert client_description({}) == "local tty /dev/pts/3"
+    assert client_description({}, ids=(os.getuid(), None)) == f"{me}, local tty /dev/pts/3"
 
     def no_tty(fd: int) -> str:
         raise OSError(25, "Inappropriate ioctl for device")
 
     monkeypatch.setattr(os, "ttyname", no_tty)
-    assert client_description({}) == "local"
+    assert client_description({}, ids=(os.getuid(), None)) == me
