@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ class Context:
         self._catalogue: Catalogue | None = None
         self._principal: Principal | None = None
         self._audit: AuditTrail | None = None
+        self.sign_on_close = True
 
     # -- the catalogue and the trail ---------------------------------------------------------
 
@@ -55,14 +57,30 @@ class Context:
 
     def audit_trail(self) -> AuditTrail:
         if self._audit is None:
-            self._audit = self.home.audit_trail(self.catalogue().db)
+            self._audit = self.home.audit_trail(self.catalogue().db, self.audit_anchor())
         return self._audit
 
-    def close(self) -> None:
-        """Sign the trail's new entries and close the catalogue (called when the command ends)."""
+    def audit_anchor(self) -> Path | None:
+        """The configured audit anchor file (``audit.anchor``), ``None`` for the default. A broken
+        configuration is reported by the commands that use it; the trail then takes the default."""
+        from callrec.recorder.config import ConfigError, load_for_home
+
         try:
-            if self._audit is not None:
-                self._audit.checkpoint()
+            return load_for_home(self.home.root, self.env).audit_anchor
+        except ConfigError:
+            return None
+
+    def close(self) -> None:
+        """Sign the trail's new entries and close the catalogue (called when the command ends),
+        unless the command verified the trail (:attr:`sign_on_close` False): verifying never signs."""
+        try:
+            if self._audit is not None and self.sign_on_close:
+                refused = self._audit.checkpoint()
+                if refused:
+                    print(
+                        f"warning: audit trail not signed: {refused} (see callrec audit verify)",
+                        file=sys.stderr,
+                    )
         finally:
             if self._catalogue is not None:
                 self._catalogue.close()

@@ -61,7 +61,9 @@ def create_app(config: PortalConfig) -> Flask:
 
 def _open_request() -> BaseResponse | tuple[str, int] | None:
     portal = state()
-    g.gate = Gate(portal.home, client=f"portal {request.remote_addr or 'unknown'}")
+    g.gate = Gate(
+        portal.home, client=f"portal {request.remote_addr or 'unknown'}", anchor=portal.config.audit_anchor
+    )
     g.session = None
     if request.endpoint == "static":
         return None

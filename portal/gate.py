@@ -7,6 +7,7 @@ raised.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from callrec.store.access.principals import Principal, Users
@@ -22,9 +23,10 @@ class Gate:
     came from (``portal 203.0.113.7``). Close it when the request ends: the trail's new entries are
     then signed (checkpointed) and the catalogue closed."""
 
-    def __init__(self, home: Home, client: str) -> None:
+    def __init__(self, home: Home, client: str, anchor: Path | None = None) -> None:
         self.home = home
         self.client = client
+        self.anchor = anchor
         self._catalogue: Catalogue | None = None
         self._audit: AuditTrail | None = None
         self.principal: Principal | None = None
@@ -44,7 +46,7 @@ class Gate:
 
     def audit_trail(self) -> AuditTrail:
         if self._audit is None:
-            self._audit = self.home.audit_trail(self.catalogue().db)
+            self._audit = self.home.audit_trail(self.catalogue().db, self.anchor)
         return self._audit
 
     def close(self) -> None:

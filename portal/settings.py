@@ -22,6 +22,7 @@ class PortalConfig:
     ``clock`` gives seconds (sessions, rate limits); tests pass a fake one."""
 
     home: Path
+    audit_anchor: Path | None = None  # the audit anchor file (None: store.home.default_anchor_path)
     private_keys: Mapping[str, X25519PrivateKey] = field(default_factory=dict)
     secure_cookies: bool = False
     trusted_proxies: int = 0

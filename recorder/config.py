@@ -21,6 +21,9 @@ Every error names the file, the key and the reason (:class:`ConfigError`). What 
     [keys]
     private_key = ["/media/compliance/callrec-recording.key"]   # key files for opening recordings
 
+    [audit]
+    anchor = "/var/log/callrec/anchors.jsonl"   # the audit trail's anchors, outside the data directory
+
     [capture]                   # how calls are followed (capture.tracking.tracker.TrackerConfig)
     media_timeout_s = 300       # answered, not held, no RTP and no SIP: ended by timeout
     setup_timeout_s = 180
@@ -78,6 +81,7 @@ _KNOWN: dict[str, dict[str, type | tuple[type, ...]]] = {
     "retention": {},  # any class name -> duration text (checked by store.retention.purge)
     "recording": {"retention": str, "queue_header": str},
     "keys": {"private_key": (str, list)},
+    "audit": {"anchor": str},
     "direction": {},  # checked by recorder.policy.direction
     "controls": {},  # checked by recorder.policy.controls
     "consent": {},
@@ -114,6 +118,8 @@ class Config:
     recording_retention: str = "default"
     queue_header: str = "x-queue"
     private_keys: tuple[Path, ...] = ()
+    audit_anchor: Path | None = None  # None: store.home.default_anchor_path
+    audit_anchor_set_by: Path | None = None  # the file that set it
     capture: Mapping[str, Any] = field(default_factory=dict)  # TrackerConfig overrides
     direction: DirectionPolicy = field(default_factory=lambda: parse_direction({}))
     rules: RuleSet = field(
@@ -239,6 +245,9 @@ def _build(
     key_list = [keys] if isinstance(keys, str) else list(keys)
     if not all(isinstance(k, str) and k for k in key_list):
         raise ConfigError([f"{where('keys', 'private_key')}: must be a path or a list of paths"])
+    anchor = merged.get("audit", {}).get("anchor")
+    if anchor is not None and not anchor.strip():
+        raise ConfigError([f"{where('audit', 'anchor')}: must be a file path"])
     try:
         direction = parse_direction(merged.get("direction", {}))
     except PolicyError as exc:
@@ -275,6 +284,8 @@ def _build(
         recording_retention=chosen,
         queue_header=header,
         private_keys=tuple(Path(k).expanduser() for k in key_list),
+        audit_anchor=None if anchor is None else Path(anchor).expanduser().absolute(),
+        audit_anchor_set_by=origin.get(("audit", "anchor")),
         capture={k: frozenset(v) if k == "sip_ports" else v for k, v in merged.get("capture", {}).items()},
         controls=controls,
         consent=consent,
@@ -300,5 +311,11 @@ def _rule_problem(problem: str, rules: list[tuple[Path, Any]]) -> str:
 
 
 def load_for_home(home: Path, env: Mapping[str, str] | None = None) -> Config:
-    """The configuration of a data directory: the system directory, then the home's own."""
-    return load_config([system_dir(os.environ if env is None else env), home])
+    """The configuration of a data directory: the system directory, then the home's own. The audit
+    anchor is where the trail is held to from outside the data directory, so only the system
+    directory may move it."""
+    config = load_config([system_dir(os.environ if env is None else env), home])
+    origin = config.audit_anchor_set_by
+    if origin is not None and Path(origin).absolute().is_relative_to(Path(home).absolute()):
+        raise ConfigError([f"{origin}: audit.anchor: may only be set in the system configuration directory"])
+    return config

@@ -9,12 +9,16 @@ Layout::
     <home>/keys/                             recording public keys, the appliance's signing key
     <home>/audit.head                        the audit trail's last signed head (outside SQLite)
 
+and, outside it, the audit trail's anchors (:func:`default_anchor_path`: in ``/var/log/callrec`` when
+that directory exists and is writable, else ``<home>.audit-anchors`` beside the data directory).
+
 Every directory the store creates has mode 0700: recordings are personal data.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -23,6 +27,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlite_utils import Database
 
+from callrec.store.audit.anchor import FileAnchorStore
 from callrec.store.audit.trail import AuditTrail
 from callrec.store.crypto.keys import KeyDirectory
 from callrec.store.errors import InvalidArgument, KeyMissing, NotFound, StoreError
@@ -35,6 +40,7 @@ TMP_DIR = "tmp"
 KEYS_DIR = "keys"
 AUDIT_HEAD = "audit.head"
 DIR_MODE = 0o700
+SYSTEM_ANCHOR_DIR = Path("/var/log/callrec")
 
 
 def default_home(env: Mapping[str, str]) -> Path:
@@ -59,6 +65,16 @@ def recording_name(started_ns: int, call_id: int, suffix: str = ".wav") -> str:
     seconds = started_ns // 1_000_000_000
     day = datetime.fromtimestamp(seconds, UTC)
     return f"{RECORDINGS_DIR}/{day:%Y/%m/%d}/{int(call_id)}{suffix}"
+
+
+def default_anchor_path(root: str | os.PathLike[str], system_dir: Path = SYSTEM_ANCHOR_DIR) -> Path:
+    """Where the audit anchors of the data directory ``root`` go unless configured (``audit.anchor``):
+    ``/var/log/callrec/audit-anchors-<16 hex digits of sha256 of root>.jsonl`` when that directory
+    exists and is writable, else ``<root>.audit-anchors`` in the directory that holds ``root``."""
+    root = Path(root).expanduser().absolute()
+    if system_dir.is_dir() and os.access(system_dir, os.W_OK | os.X_OK):
+        return system_dir / f"audit-anchors-{hashlib.sha256(str(root).encode()).hexdigest()[:16]}.jsonl"
+    return root.parent / f"{root.name}.audit-anchors"
 
 
 class Home:
@@ -130,15 +146,19 @@ class Home:
         """See :func:`recording_name`."""
         return recording_name(started_ns, call_id, suffix)
 
-    def audit_trail(self, db: Database) -> AuditTrail:
-        """The audit trail in ``db`` (this home's catalogue), signed with this home's signing key. Without
-        keys yet, entries are chained and signed checkpoints wait for ``callrec keys init``."""
+    def audit_trail(self, db: Database, anchor: str | os.PathLike[str] | None = None) -> AuditTrail:
+        """The audit trail in ``db`` (this home's catalogue), signed with this home's signing key and
+        anchored in the file ``anchor`` (default: :func:`default_anchor_path`). Without keys yet,
+        entries are chained and signed checkpoints wait for ``callrec keys init``."""
         keys = KeyDirectory(self.keys)
         signing: Ed25519PrivateKey | None = None
         verify: Ed25519PublicKey | None = None
         with contextlib.suppress(KeyMissing):
             signing, verify = keys.signing_key(), keys.verify_key()
-        return AuditTrail(db, signing_key=signing, verify_key=verify, head_path=self.audit_head)
+        anchors = FileAnchorStore(default_anchor_path(self.root) if anchor is None else anchor)
+        return AuditTrail(
+            db, signing_key=signing, verify_key=verify, head_path=self.audit_head, anchor=anchors
+        )
 
     def recording_store(self) -> RecordingStore:
         """The plain (unsealed) recording store over this home, temp files in ``tmp/``."""

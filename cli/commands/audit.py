@@ -7,6 +7,7 @@ import click
 from callrec.cli.context import Context
 from callrec.cli.output import dumps
 from callrec.cli.params import CALL_ID, COUNT
+from callrec.store.audit.calls import call_history, call_problems
 from callrec.store.audit.trail import AuditEntry
 from callrec.store.catalogue.db import parse_until, parse_when
 
@@ -88,23 +89,33 @@ def audit_list(
 @click.option("--json", "as_json", is_flag=True, help="JSON object with the problems found.")
 @click.pass_obj
 def audit_verify(obj: Context, as_json: bool) -> None:
-    """Check the chain, the signed checkpoints and the head: exit 1 if anything was changed.
+    """Check the chain, the signed checkpoints, the head, the anchors and the calls the trail names.
+
+    Exit code 1 if anything was changed, cut, or a call the trail added is gone. Verifying signs
+    nothing (its own entry is signed by the next command).
 
     \b
     Example:
       callrec audit verify && echo intact
     """
     obj.allow("audit.verify")
+    obj.sign_on_close = False  # read-only: its own entry is signed by the next command, never over a gap
     report = obj.audit_trail().verify()
+    conn = obj.catalogue().db.conn
+    lost = call_problems(conn, call_history(conn))  # calls the trail added or purged, by call id
     problems = [{"seq": p.seq, "kind": p.kind, "message": p.message} for p in report.problems]
+    problems += [{"seq": None, "kind": "calls", "call": p.call, "message": p.message} for p in lost]
+    ok = report.ok and not lost
     if as_json:
-        click.echo(dumps({"ok": report.ok, "entries": report.entries, "checkpoints": report.checkpoints,
+        click.echo(dumps({"ok": ok, "entries": report.entries, "checkpoints": report.checkpoints,
                           "unsigned_tail": report.unsigned_tail, "problems": problems}))  # fmt: skip
     else:
         for problem in report.problems:
             click.echo(f"entry {problem.seq}: {problem.message}" if problem.seq else problem.message)
-        state = "intact" if report.ok else f"{len(problems)} problem(s)"
+        for call in lost:
+            click.echo(call.message)
+        state = "intact" if ok else f"{len(problems)} problem(s)"
         click.echo(f"Audit trail: {report.entries} entries, {report.checkpoints} signed checkpoints: {state}")
-    obj.audit("audit.verify", outcome="ok" if report.ok else "failed", detail={"problems": len(problems)})
-    if not report.ok:
+    obj.audit("audit.verify", outcome="ok" if ok else "failed", detail={"problems": len(problems)})
+    if not ok:
         raise SystemExit(1)

@@ -128,7 +128,8 @@ def portal(
             "compliance or admin users"
         )
     keys: dict[str, X25519PrivateKey] = {}
-    configured = load_for_home(obj.home.root, obj.env).private_keys
+    config = load_for_home(obj.home.root, obj.env)
+    configured = config.private_keys
     try:
         files = key_files(key_paths, obj.env, configured)
     except KeyMissing:
@@ -157,6 +158,7 @@ def portal(
     app = create_app(
         PortalConfig(
             home=obj.home.root,
+            audit_anchor=config.audit_anchor,
             private_keys=keys,
             secure_cookies=behind_tls,
             trusted_proxies=1 if behind_tls else 0,

@@ -128,7 +128,7 @@ class CaptureService:
         vault = Vault(KeyDirectory(self.home.keys), self.home.recording_store())
         vault.check_ready()
         self.catalogue = Catalogue(self.home.catalogue_path)
-        self.audit = self.home.audit_trail(self.catalogue.db)
+        self.audit = self.home.audit_trail(self.catalogue.db, self.config.audit_anchor)
         self.journal: JournalWriter | None = None
         directory = self.options.journal_dir
         if directory is not None:

@@ -101,7 +101,7 @@ class SavingEngine:
         self.catalogue = Catalogue(self.home.catalogue_path)
         self.counts = SaveTotals()
         self.saver = CallSaver(self.catalogue, vault, config, self.counts)
-        self.audit = self.home.audit_trail(self.catalogue.db)
+        self.audit = self.home.audit_trail(self.catalogue.db, config.audit_anchor)
         self.emit = emit
         self.max_waiting = max_waiting
         self.free_space_floor = free_space_floor

@@ -6,8 +6,11 @@ Triggers refuse UPDATE and DELETE on ``audit``; whoever holds the file can drop 
 :meth:`AuditTrail.verify` notices that too. A chain that is merely self-consistent could be
 recomputed by anyone who can write the file, so every ``checkpoint_every`` entries the head of the
 chain (seq, hash) is signed with the appliance's Ed25519 key into ``audit_checkpoints`` and
-written to a head file outside the database: cutting entries off the end, or rewriting the chain
-from some entry on, is caught as well.
+written to a head file outside the database and appended to an anchor store outside the data
+directory (:mod:`store.audit.anchor`): cutting entries off the end, or rewriting the chain from
+some entry on, is caught as well, even when the head file and the checkpoints went with them.
+:meth:`AuditTrail.verify` only reads; :meth:`AuditTrail.checkpoint` refuses to sign a trail that no
+longer holds the entry the anchor or the head file names, so no later command vouches for a gap.
 
 Writes join a transaction already open on the connection (an action and its audit entry commit
 together, or neither does; open it with ``BEGIN IMMEDIATE``) and otherwise take the write lock
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -33,11 +37,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlite_utils import Database
 
+from callrec.store.audit.anchor import Anchor, AnchorStore
 from callrec.store.audit.chain import GENESIS_HASH, entry_hash, key_fingerprint, signed_message
 from callrec.store.catalogue.migrations import iso_from_ns, write_transaction
 from callrec.store.errors import AuditTampered, InvalidArgument, StoreError
 
-"""The ``prev_hash`` of the first entry."""
+log = logging.getLogger(__name__)
 OUTCOMES = ("ok", "denied", "failed")
 PROBLEM_KINDS = ("altered", "removed", "reordered", "checkpoint", "truncated", "triggers")
 
@@ -106,7 +111,8 @@ class AuditTrail:
     (default: the signing key's public half); ``head_path`` is where the signed head is written
     and read back by :meth:`verify`. ``clock`` gives nanoseconds for each entry;
     ``checkpoint_every`` entries a checkpoint is made after the entry commits (0: only on
-    :meth:`checkpoint`)."""
+    :meth:`checkpoint`). ``anchor``: where every checkpoint is also appended, outside the catalogue
+    (:mod:`store.audit.anchor`), and what :meth:`verify` holds the trail to."""
 
     def __init__(
         self,
@@ -115,6 +121,7 @@ class AuditTrail:
         signing_key: Ed25519PrivateKey | None,
         verify_key: Ed25519PublicKey | None,
         head_path: Path | None,
+        anchor: AnchorStore | None = None,
         clock: Callable[[], int] = time.time_ns,
         checkpoint_every: int = 64,
     ) -> None:
@@ -128,6 +135,7 @@ class AuditTrail:
         self._signing_key = signing_key
         self._verify_key = verify_key
         self._head_path = None if head_path is None else Path(head_path)
+        self._anchor = anchor
         self._clock = clock
         self._every = checkpoint_every
 
@@ -175,28 +183,68 @@ class AuditTrail:
         row = self._db.conn.execute("SELECT max(seq) FROM audit_checkpoints").fetchone()
         return int(row[0] or 0)
 
-    def checkpoint(self) -> None:
-        """Sign the head of the chain into ``audit_checkpoints`` and write the head file (atomically,
-        mode 0600). Nothing happens without a signing key or without new entries since the last one."""
+    def checkpoint(self) -> str:
+        """Sign the head of the chain into ``audit_checkpoints``, write the head file (atomically,
+        mode 0600) and append it to the anchor store. Nothing happens without a signing key or
+        without new entries since the last one. Returns ``""``, or what went wrong: it refused to sign
+        because the trail no longer holds the entry that the anchor or the head file names (cut, or
+        cut and regrown) and signing its new head would vouch for the gap (verify with
+        :meth:`verify`), or the anchor could not be written (the checkpoint is kept)."""
         if self._signing_key is None:
-            return
+            return ""
         if self._db.conn.in_transaction:
             raise StoreError("cannot checkpoint the audit trail inside an open transaction: commit it first")
         key = self._signing_key
         with write_transaction(self._db):
             seq, digest = self.head()
             if seq <= self._checkpointed():
-                return
+                return ""
+            gap = self._gap(seq)
+            if gap:
+                log.warning("audit trail not signed: %s", gap)
+                return gap
             signature = key.sign(signed_message(seq, digest)).hex()
             fingerprint = key_fingerprint(key.public_key())
+            at = iso_from_ns(int(self._clock()))
             self._db.conn.execute(
                 "INSERT INTO audit_checkpoints (seq, hash, at, key_fingerprint, signature) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (seq, digest, iso_from_ns(int(self._clock())), fingerprint, signature),
+                (seq, digest, at, fingerprint, signature),
             )
             if self._head_path is not None:  # under the write lock: head files are written in seq order
                 head = {"seq": seq, "hash": digest, "signature": signature, "key_fingerprint": fingerprint}
                 _write_head(self._head_path, head)
+            unanchored = ""
+            if self._anchor is not None:  # likewise anchors; one that cannot be written is not fatal
+                try:
+                    self._anchor.append(Anchor(seq, digest, signature, fingerprint, at))
+                except StoreError as exc:
+                    unanchored = f"checkpoint {seq} signed but not anchored: {exc}"
+        where = f" anchored in {self._anchor.location}" if self._anchor is not None and not unanchored else ""
+        log.info("audit checkpoint: entry %d hash %s signed by %s%s", seq, digest, fingerprint, where)
+        if unanchored:
+            log.warning("%s", unanchored)
+        return unanchored
+
+    def _gap(self, seq: int) -> str:
+        """Why the trail (ending at ``seq``) does not extend what was last signed outside the
+        catalogue (the last anchor, the head file), or ``""``."""
+        named: list[tuple[int, str, str]] = []
+        if self._anchor is not None:
+            latest = self._anchor.latest()
+            if latest is not None:
+                named.append((latest.seq, latest.hash, f"the anchor {self._anchor.location}"))
+        if self._head_path is not None:
+            with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+                head = json.loads(self._head_path.read_bytes())
+                named.append((int(head["seq"]), str(head["hash"]), f"the audit head file {self._head_path}"))
+        for signed_seq, signed_hash, source in named:
+            if signed_seq > seq:
+                return f"{source} names entry {signed_seq} but the trail ends at entry {seq}: it was cut"
+            found = self._db.conn.execute("SELECT hash FROM audit WHERE seq = ?", (signed_seq,)).fetchone()
+            if found is None or found[0] != signed_hash:
+                return f"entry {signed_seq} is not the one {source} names: the trail was cut and regrown"
+        return ""
 
     def entries(
         self,
@@ -232,8 +280,9 @@ class AuditTrail:
 
     def verify(self) -> AuditReport:
         """Check the whole trail: the triggers, every entry's hash and link, every checkpoint's
-        signature and hash, and the head file. Problems are listed by seq. Safe while others append:
-        a failed check is repeated under the write lock, where no checkpoint is half written."""
+        signature and hash, the head file and every anchor. Problems are listed by seq. Read-only
+        (it never signs). Safe while others append: a failed check is repeated under the write lock,
+        where no checkpoint is half written."""
         report = self._verify("BEGIN")
         if not report.ok and not self._db.conn.in_transaction:
             with contextlib.suppress(sqlite3.OperationalError):  # read-only or busy: the first answer
@@ -249,14 +298,19 @@ class AuditTrail:
         try:
             problems: list[AuditProblem] = []
             head = self._read_head(problems)
+            anchors = self._read_anchors(problems)
             problems += _trigger_problems(conn)
-            return self._check(problems, head)
+            return self._check(problems, head, anchors)
         finally:
             if own and conn.in_transaction:
                 conn.execute("ROLLBACK")
 
-    def _check(self, problems: list[AuditProblem], head: tuple[int, str] | None) -> AuditReport:
+    def _check(
+        self, problems: list[AuditProblem], head: tuple[int, str] | None, anchors: list[Anchor]
+    ) -> AuditReport:
         conn = self._db.conn
+        anchored = {anchor.seq for anchor in anchors}
+        seen: dict[int, str] = {}
         checkpoints = {
             int(row[0]): (str(row[1]), str(row[2]), str(row[3]))
             for row in conn.execute("SELECT seq, hash, key_fingerprint, signature FROM audit_checkpoints")
@@ -287,8 +341,16 @@ class AuditTrail:
             if signed is not None and signed[0] != digest:
                 message = f"checkpoint {seq} does not match entry {seq}: the trail was rewritten up to it"
                 problems.append(AuditProblem(seq, "checkpoint", message))
+            if seq in anchored:
+                seen[seq] = str(digest)
             last, prev_hash = seq, str(digest)
         claims = [(max(checkpoints), "the last checkpoint")] if checkpoints else []
+        problems += self._anchor_problems(anchors, seen, last)
+        if anchors:
+            claims.append((max(anchored), f"the anchor {self._location()}"))
+        if count == 0 and conn.execute("SELECT 1 FROM calls WHERE signature IS NOT NULL LIMIT 1").fetchone():
+            message = "the trail is empty although the catalogue holds signed calls: its entries were removed"
+            problems.append(AuditProblem(None, "truncated", message))
         if head is not None:
             claims.append((head[0], f"the audit head file {self._head_path}"))
             found = conn.execute("SELECT hash FROM audit WHERE seq = ?", (head[0],)).fetchone()
@@ -310,6 +372,36 @@ class AuditTrail:
             problems=problems,
             signatures_checked=self._verify_key is not None,
         )
+
+    def _location(self) -> str:
+        return self._anchor.location if self._anchor is not None else ""
+
+    def _read_anchors(self, problems: list[AuditProblem]) -> list[Anchor]:
+        if self._anchor is None:
+            return []
+        read = self._anchor.read()
+        problems += [AuditProblem(None, "checkpoint", f"audit anchor: {why}") for why in read.unreadable]
+        return read.anchors
+
+    def _anchor_problems(
+        self, anchors: list[Anchor], seen: Mapping[int, str], last: int
+    ) -> list[AuditProblem]:
+        """Each anchor's signature must hold and, where the trail reaches it, its entry must be the
+        anchored one (a trail shorter than the last anchor is reported with the other claims)."""
+        problems = []
+        where = self._location()
+        for anchor in anchors:
+            why = self._bad_signature(anchor.seq, anchor.hash, anchor.key_fingerprint, anchor.signature)
+            if why:
+                message = f"the anchor of entry {anchor.seq} in {where} {why}"
+                problems.append(AuditProblem(anchor.seq, "checkpoint", message))
+            elif anchor.seq <= last and seen.get(anchor.seq) != anchor.hash:
+                message = (
+                    f"entry {anchor.seq} is not the one anchored in {where}: "
+                    "the trail was cut and regrown, or rewritten"
+                )
+                problems.append(AuditProblem(anchor.seq, "truncated", message))
+        return problems
 
     def _bad_signature(self, seq: int, digest: str, fingerprint: str, signature: str) -> str:
         """Why the signature over (seq, digest) does not hold, or ``""``."""

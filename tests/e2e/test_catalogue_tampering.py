@@ -134,6 +134,8 @@ def test_a_deleted_row_is_missing_by_the_audit_trail(home: Path, victim: int) ->
     assert failed_lines(one) == [expected]
     listed = json.loads(run(home, "calls", "verify", "--json").stdout)
     assert [r["id"] for r in listed if not r["ok"]] == [victim]
+    audited = run(home, "audit", "verify")
+    assert audited.exit_code == 1 and expected in audited.output.splitlines()
 
 
 def test_an_unknown_id_is_still_not_found(home: Path) -> None:
