@@ -24,6 +24,7 @@ from callrec.cli.params import CALL_ID, BoundedInt
 from callrec.cli.passphrase import key_option, private_keys
 from callrec.decode.formats.audiofile import AudioFileError, audio_format, read_audio
 from callrec.decode.formats.mp3 import Mp3Error, check_settings, mp3_chunks
+from callrec.decode.formats.mp3_gapless import with_tag
 from callrec.decode.formats.wav import mono_mix, wav_chunks
 from callrec.recorder.config import load_for_home
 from callrec.store.crypto.vault import Vault
@@ -63,13 +64,17 @@ def _audited(
     obj.audit(action, call_ids=[call_id], detail=detail)
 
 
+def _frames(row: dict[str, Any]) -> int | None:
+    """The recording's length in samples per channel, from the catalogue (None: not known)."""
+    if row.get("recording_seconds") and row.get("sample_rate"):
+        return round(float(row["recording_seconds"]) * int(row["sample_rate"]))
+    return None
+
+
 def _samples(plain: bytes, row: dict[str, Any]) -> tuple[npt.NDArray[np.int16], int]:
     """The recording's samples, whether it is stored as WAV or as MP3."""
-    frames = None
-    if row.get("recording_seconds") and row.get("sample_rate"):
-        frames = round(float(row["recording_seconds"]) * int(row["sample_rate"]))
     try:
-        return read_audio(plain, frames)
+        return read_audio(plain, _frames(row))
     except AudioFileError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -130,6 +135,8 @@ def calls_export(
     def run() -> None:
         plain = _opened(obj, row, key_files, passphrase_file)
         if fmt == (row.get("recording_format") or "wav") and not mono and bitrate is None:
+            if fmt == "mp3" and (frames := _frames(row)) is not None:  # stored before gapless tags
+                plain = iter([with_tag(b"".join(plain), frames)])
             write_atomic(out, lambda dst: dst.writelines(plain))  # the stored format: as it is
             return
         samples, rate = _samples(b"".join(plain), row)

@@ -17,8 +17,11 @@ the source 0.98 -> 0.995); recordings are evidence, so the default takes the mar
 
 CBR, LAME quality 3 (0 best .. 9 fastest; lameenc's default, 2, took 1.4x as long here): 400-680x
 realtime for 8 kHz stereo on one core, 3-3.6x faster than PyAV's libmp3lame at the same bitrate.
-lameenc writes no Xing/LAME tag, so players do not trim the encoder delay: the decoded audio
-starts :data:`DECODER_OFFSET_FRAMES` frames (138 ms at 8 kHz) after the MP3's start.
+lameenc writes no Xing/LAME tag, so each stream starts with one made here (:mod:`.mp3_gapless`):
+players and FFmpeg then drop LAME's delay and padding and give back exactly the input's samples
+(a 10.02 s call decodes to 10.02 s, not 10.22 s, and starts on time). Streams stored before that
+have no tag: decoded plainly, they start :data:`DECODER_OFFSET_FRAMES` frames (138 ms at 8 kHz)
+late, which :func:`read_mp3` removes.
 """
 
 from __future__ import annotations
@@ -32,13 +35,22 @@ import lameenc
 import numpy as np
 import numpy.typing as npt
 
+from callrec.decode.formats.mp3_gapless import (
+    DECODER_DELAY,
+    ENCODER_DELAY,
+    FrameCounter,
+    FrameHeader,
+    info_frame,
+    lame_frames,
+    read_info,
+)
 from callrec.decode.formats.wav import as_frames
 
 I16 = npt.NDArray[np.int16]
 
 CHUNK_FRAMES = 1 << 16
 QUALITY = 3
-DECODER_OFFSET_FRAMES = 576 + 529  # LAME's encoder delay plus the decoder's MDCT delay
+DECODER_OFFSET_FRAMES = ENCODER_DELAY + DECODER_DELAY  # what an untagged stream starts late by
 
 MPEG1_KBPS = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
 MPEG2_KBPS = (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)
@@ -114,20 +126,40 @@ def _encode(frames: I16, sample_rate_hz: int, kbps: int, chunk_frames: int) -> I
     encoder.set_quality(QUALITY)
     encoder.silence()
     little = sys.byteorder == "little"
+    counter = FrameCounter()
+    announced = 0
+
+    def tagged(data: bytes) -> Iterator[bytes]:
+        # the gapless tag goes before LAME's first frame, shaped like it (see mp3_gapless)
+        nonlocal announced
+        if not announced:
+            first = FrameHeader.parse(data)
+            announced = lame_frames(frames.shape[0], first.samples_per_frame)
+            yield info_frame(first, frames.shape[0], announced)
+        counter.feed(data)
+        yield data
+
     for start in range(0, max(frames.shape[0], 1), chunk_frames):  # LAME must see one call
         part = frames[start : start + chunk_frames]
         data = encoder.encode((part if little else part.astype("<i2")).tobytes())
         if data:
-            yield bytes(data)
+            yield from tagged(bytes(data))
     tail = encoder.flush()
     if tail:
-        yield bytes(tail)
+        yield from tagged(bytes(tail))
+    if counter.finish() != announced:  # the tag would cut the wrong samples: fail, never mislead
+        raise Mp3Error(f"LAME wrote {counter.frames} MP3 frames, the gapless tag announced {announced}")
 
 
 def read_mp3(data: bytes, frames: int | None = None) -> tuple[I16, int]:
-    """Decode an MP3 stream that :func:`mp3_chunks` wrote back to int16 ``(n, channels)`` and its
-    rate, with the encoder and decoder delay removed (sample 0 is the input's sample 0); ``frames``
-    (the input's length, when known) cuts the padding of the last MP3 frame."""
+    """Decode an MP3 stream back to int16 ``(n, channels)`` and its rate, sample 0 being the
+    encoder's input sample 0 and nothing after its last.
+
+    A stream with a gapless tag (every one :func:`mp3_chunks` writes) says what to drop; FFmpeg
+    honours it, and the length is cut to the tag's count here as well (FFmpeg leaves the
+    decoder's 529 samples at the end of streams shorter than two frames). A stream without one
+    (written before the tag was) loses :data:`DECODER_OFFSET_FRAMES` at the start and is cut to
+    ``frames``, the input's length when the caller knows it."""
     import av  # FFmpeg's MP3 decoder
 
     parts: list[npt.NDArray[Any]] = []
@@ -143,9 +175,16 @@ def read_mp3(data: bytes, frames: int | None = None) -> tuple[I16, int]:
         raise Mp3Error(f"not a readable MP3 stream: {exc}") from None
     if not parts:
         raise Mp3Error("the MP3 stream holds no audio frame")
-    pcm = np.concatenate(parts)[DECODER_OFFSET_FRAMES:]
-    if frames is not None:
-        pcm = pcm[:frames]
+    pcm = np.concatenate(parts)
+    info = read_info(data)
+    if info is None:
+        pcm = pcm[DECODER_OFFSET_FRAMES:]
+        if frames is not None:
+            pcm = pcm[:frames]
+    else:
+        if pcm.shape[0] >= info.frames * info.samples_per_frame:  # a decoder that ignored the tag
+            pcm = pcm[info.delay + DECODER_DELAY :]
+        pcm = pcm[: info.samples]
     if pcm.dtype.kind == "f":
         pcm = np.clip(np.rint(pcm * 32768.0), -32768, 32767)
     return pcm.astype(np.int16), rate

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import struct
+import subprocess
 from pathlib import Path
 
 import av
@@ -12,8 +14,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from callrec.cli.main import cli
-from callrec.decode.formats.mp3 import DECODER_OFFSET_FRAMES
 from callrec.decode.formats.wav import mono_mix, read_wav
+from tests.helpers.audio_match import best_lag
+from tests.helpers.callpcap import CallSpec, write_calls
 from tests.helpers.keyset import provision
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,7 +81,7 @@ def test_mp3_is_inferred_from_the_suffix_and_sounds_like_the_recording(
     decoded, rate = decode_mp3(target)
     assert rate == 8000 and decoded.shape[1] == 2
     for channel in (0, 1):
-        assert correlation(stored[:, channel], decoded[DECODER_OFFSET_FRAMES:, channel]) >= 0.9
+        assert correlation(stored[:, channel], decoded[:, channel]) >= 0.9
     assert abs(target.stat().st_size - 48_000 / 8 * 3.019) < 1500
     assert sorted(p.name for p in out.iterdir()) == ["call.mp3"]
 
@@ -102,7 +105,7 @@ def test_mono_mp3_with_a_bitrate(home: Path, calls: dict, out: Path) -> None:
     decoded, _ = decode_mp3(target)
     stored, _ = stereo(home, call, out.parent)
     assert decoded.shape[1] == 1
-    assert correlation(mono_mix(stored), decoded[DECODER_OFFSET_FRAMES:, 0]) >= 0.9
+    assert correlation(mono_mix(stored), decoded[:, 0]) >= 0.9
     assert abs(target.stat().st_size - 16_000 / 8 * 3.019) < 800
 
 
@@ -245,3 +248,50 @@ def test_help_has_examples() -> None:
         result = CliRunner().invoke(cli, ["calls", command, "--help"])
         assert result.exit_code == 0 and "Example:" in result.output
     assert "--mono" in CliRunner().invoke(cli, ["calls", "export", "--help"]).output
+
+
+def ffprobe_samples(path: Path) -> int | None:
+    """Samples FFmpeg's command-line prober decodes from ``path`` (None: ffprobe not installed)."""
+    if shutil.which("ffprobe") is None:
+        return None
+    done = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "a:0",
+            "-show_entries",
+            "frame=nb_samples",
+            "-of",
+            "csv=p=0",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return sum(int(line.strip(",")) for line in done.stdout.split())
+
+
+def test_an_mp3_export_is_as_long_as_the_wav_and_sample_aligned(tmp_path: Path) -> None:
+    """A 10.02 s call as WAV and as MP3: the MP3 carries the encoder delay and padding in its
+    LAME "Info" tag, so FFmpeg (PyAV, ffprobe) decodes exactly the WAV's samples, not 10.22 s."""
+    home = provision(tmp_path / "home")
+    pcap = write_calls(tmp_path / "call.pcap", [CallSpec("100", "200", seconds=10.02)])
+    (call,) = json.loads(run(home, "import", "--json", str(pcap)).stdout)
+    assert call["recording"]["seconds"] == pytest.approx(10.02, abs=0.01)
+    wav, mp3 = tmp_path / "call.wav", tmp_path / "call.mp3"
+    for target in (wav, mp3):
+        assert run(home, "calls", "export", str(call["id"]), "--out", str(target)).exit_code == 0
+    samples, rate = read_wav(wav)
+    decoded, mp3_rate = decode_mp3(mp3)
+    assert mp3_rate == rate == 8000 and decoded.shape[1] == 2
+    assert abs(decoded.shape[0] - samples.shape[0]) <= 0.030 * rate, (decoded.shape[0], samples.shape[0])
+    for channel in (0, 1):
+        lag, corr = best_lag(decoded[:, channel], samples[:, channel].astype(np.float64), rate, 0.5)
+        assert abs(lag) < rate // 1000 and corr > 0.9, (channel, lag, corr)  # aligned within 1 ms
+    probed = ffprobe_samples(mp3)
+    if probed is not None:
+        assert abs(probed - samples.shape[0]) <= 0.030 * rate, (probed, samples.shape[0])

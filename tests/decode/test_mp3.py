@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 from callrec.decode.formats.mp3 import (
-    DECODER_OFFSET_FRAMES,
     Mp3Error,
     bitrates,
     check_settings,
     default_bitrate,
     mp3_chunks,
+    read_mp3,
 )
+from callrec.decode.formats.mp3_gapless import read_info
 
 
 def speechlike(seconds: float, rate: int, seed: int) -> np.ndarray:
@@ -54,18 +55,19 @@ def best_lag(source: np.ndarray, decoded: np.ndarray, max_lag: int = 4000) -> tu
     return lag, float(np.dot(a, b) / np.sqrt(np.dot(a, a) * np.dot(b, b)))
 
 
-def test_stereo_8khz_round_trip_correlates_after_the_encoder_delay() -> None:
+def test_stereo_8khz_round_trip_starts_on_time_and_lasts_as_long_as_the_input() -> None:
+    # FFmpeg reads the gapless tag: LAME's 576-sample delay, the decoder's 529 and the padding
+    # of the last frames are gone (decoded plainly before the tag: 1,105 samples late, 1.6 k long)
     source = np.stack([speechlike(6, 8000, 1), speechlike(6, 8000, 2)], axis=1)
     data = b"".join(mp3_chunks(source, 8000))
     decoded, rate = decode(data)
-    assert rate == 8000 and decoded.shape[1] == 2
-    assert decoded.shape[0] >= source.shape[0] + DECODER_OFFSET_FRAMES
+    assert rate == 8000 and decoded.shape == source.shape
     for channel in (0, 1):
         lag, corr = best_lag(source[:, channel], decoded[:, channel])
-        assert lag == DECODER_OFFSET_FRAMES
+        assert lag == 0
         assert corr >= 0.9, corr
     # the channels are not swapped or mixed
-    _, crossed = best_lag(source[:, 0], decoded[DECODER_OFFSET_FRAMES:, 1], max_lag=0)
+    _, crossed = best_lag(source[:, 0], decoded[:, 1], max_lag=0)
     assert abs(crossed) < 0.3
 
 
@@ -73,9 +75,55 @@ def test_stereo_8khz_round_trip_correlates_after_the_encoder_delay() -> None:
 def test_rates_and_channels_are_kept(rate: int, channels: int) -> None:
     source = np.stack([speechlike(2, rate, c + 1) for c in range(channels)], axis=1)
     decoded, decoded_rate = decode(b"".join(mp3_chunks(source, rate)))
-    assert decoded_rate == rate and decoded.shape[1] == channels
+    assert decoded_rate == rate and decoded.shape == source.shape
     lag, corr = best_lag(source[:, 0], decoded[:, 0])
-    assert lag == DECODER_OFFSET_FRAMES and corr >= 0.9
+    assert lag == 0 and corr >= 0.9
+
+
+@pytest.mark.parametrize(
+    ("rate", "channels", "kbps"),
+    [
+        (8000, 2, None),
+        (8000, 2, 8),
+        (8000, 1, 160),
+        (16000, 2, None),
+        (24000, 1, 8),
+        (48000, 2, None),
+        (44100, 1, 32),
+    ],
+)
+def test_the_gapless_tag_says_exactly_what_lame_wrote(rate: int, channels: int, kbps: int | None) -> None:
+    """For lengths around every frame boundary: the tag's sample count is the input's (mp3_chunks
+    also counts LAME's frames against the tag's and fails on a difference), FFmpeg accepts its
+    CRC (it then names the encoder) and decodes exactly that many samples, even where the tag
+    does not fit a frame of the stream's bitrate (8 kbit/s at 24 kHz: 24-byte frames)."""
+    spf = 1152 if rate >= 32000 else 576
+    rng = np.random.default_rng(rate + channels)
+    for n in sorted(
+        {1, spf - 1, spf, spf + 1, 5 * spf - 1, 5 * spf, 7 * spf + 13, int(rng.integers(2, 40_000))}
+    ):
+        source = rng.normal(0, 3000, (n, channels)).astype(np.int16)
+        data = b"".join(mp3_chunks(source, rate, kbps))
+        info = read_info(data)
+        assert info is not None and info.samples == n and info.delay == 576
+        assert info.stream_bytes in (0, len(data))  # stated where LAME's frames all have one size
+        with av.open(io.BytesIO(data), format="mp3") as container:
+            assert container.streams.audio[0].metadata.get("encoder") == "LAME3.100"
+        decoded, _ = read_mp3(data)
+        assert decoded.shape == (n, channels)
+        if n >= 2 * spf:  # FFmpeg leaves its 529 samples on streams of under two frames
+            assert decode(data)[0].shape == (n, channels)
+
+
+def test_a_stream_stored_before_the_tag_is_still_read_on_time() -> None:
+    source = np.stack([speechlike(3, 8000, 1), speechlike(3, 8000, 2)], axis=1)
+    tagged = b"".join(mp3_chunks(source, 8000))
+    untagged = tagged[read_info(tagged).tag_bytes :]  # what mp3_chunks wrote before
+    assert read_info(untagged) is None
+    old, _ = read_mp3(untagged, source.shape[0])
+    new, _ = read_mp3(tagged)
+    assert old.shape == new.shape == source.shape
+    np.testing.assert_array_equal(old, new)  # the same frames, the same samples
 
 
 def test_mono_accepts_a_flat_array() -> None:

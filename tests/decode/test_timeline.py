@@ -200,6 +200,20 @@ def test_packets_interleaved_at_an_ssrc_change_rejoin_their_segment() -> None:
     assert timeline.stats.segments == 2
 
 
+def test_a_queued_start_after_an_ssrc_change_does_not_shift_the_new_segment() -> None:
+    # the new stream's first packets wait behind something (a re-opened socket, ARP) and arrive
+    # in a burst; the new segment is anchored on its envelope, not on its first arrival
+    jitter = np.zeros(60, dtype=np.int64)
+    jitter[:6] = [41 * MS, 37 * MS, 30 * MS, 21 * MS, 12 * MS, 2 * MS]
+    a = stream(50, ssrc=0xA)
+    after = T0 + 50 * 20 * MS + 46 * MS
+    b = stream(60, ssrc=0xB, seq0=40_000, ts0=9_000_000, start_ns=after, jitter_ns=jitter)
+    samples, timeline = render_leg(by_arrival(join(a, b)))
+    gap = 46 * 8  # the sender's pause between the two SSRCs, kept as silence
+    np.testing.assert_array_equal(samples, np.concatenate((decoded(a), np.zeros(gap, np.int16), decoded(b))))
+    assert timeline.stats.segments == 2 and timeline.stats.reanchors == 0
+
+
 def test_telephone_events_and_comfort_noise_never_move_the_audio() -> None:
     audio = stream(100)
     events = stream(

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from callrec.cli.main import cli
 from callrec.decode.formats.wav import read_wav
+from tests.helpers.audio_match import best_lag
 from tests.helpers.keyset import provision
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "pcaps" / "lab" / "scenarios"
@@ -82,3 +83,39 @@ def test_both_halves_of_a_codec_change_are_decoded(tmp_path: Path) -> None:
         for part in (samples[: half - rate, column], samples[half + rate :, column]):
             level = float(np.sqrt(np.mean(part.astype(np.float64) ** 2)))
             assert 200 < level < 12000  # speech level: a wrong law would be loud noise or near silence
+
+
+def test_both_channels_stay_on_the_wire_through_an_ssrc_change(tmp_path: Path) -> None:
+    """Each side's audio before and after its SSRC change is where the wire put it (within 20 ms).
+
+    NAME/X_sent.wav joins the parts a side played end to end; on the wire the callee paused 45.9 ms
+    (the caller 8.9 ms) between its last packet of the old SSRC and its first of the new one, so a
+    part is located on its own: the samples of part k are ``packets * 160`` long, and it belongs at
+    its RTP stream's first packet on the mirror (relative to the recording's sample 0, the call's
+    first packet). Measured against the joined file as a whole, the pause would read as the second
+    half of the callee channel "placed 46 ms late"."""
+    meta, call, samples, rate = _import(tmp_path, "sc_ssrcchange_pcmu_12s")
+    streams = meta["wire"]["rtp_streams"]
+    t0 = min(float(s["start_time"]) for s in streams)
+    problems = []
+    for side, column in (("A", 0), ("B", 1)):
+        sent, sent_rate = read_wav(SCENARIOS / meta["wav"][f"{side}_sent"]["file"])
+        assert sent_rate == rate == 8000
+        channel = samples[:, column].astype(np.float64)
+        parts = [p for p in meta["rtp_parts_played"] if p["side"] == side]
+        assert len(parts) == 2  # before and after the change
+        at = 0
+        for part in parts:
+            piece = sent[at : at + int(part["packets"]) * 160, 0].astype(np.float64)
+            at += piece.shape[0]
+            [wire] = [s for s in streams if s["ssrc"].lower() == part["ssrc"].lower()]
+            truth = round((float(wire["start_time"]) - t0) * rate)
+            lo = max(truth - rate // 5, 0)  # search 200 ms either side of the truth
+            lag, corr = best_lag(channel[lo : truth + piece.shape[0] + rate // 5], piece, rate, 0.4)
+            error_ms = (lo + lag - truth) * 1000 / rate
+            if abs(error_ms) > 20 or corr < 0.95:
+                where = f"{side} part {part['part']} ({part['ssrc']})"
+                problems.append(f"{where}: {error_ms:+.1f} ms, corr {corr:.3f}")
+    assert not problems, problems
+    callee = next(leg for leg in call["legs"] if leg["direction"] == "callee->caller")
+    assert callee["ssrc"].count(",") == 1 and 40 < callee["max_gap_ms"] < 50  # the pause kept, not closed

@@ -4,15 +4,19 @@ and recordings stored as MP3."""
 
 from __future__ import annotations
 
+import io
 import json
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 import pytest
 
 from callrec.decode.formats.mp3 import read_mp3
+from callrec.decode.formats.mp3_gapless import read_info
 from tests.helpers.callpcap import CallSpec, write_calls
 from tests.helpers.fixture_check import read_wav, run_cli
 from tests.helpers.keyset import provision
@@ -176,6 +180,8 @@ def test_mp3_storage_round_trip(tmp_path: Path) -> None:
     as_stored = mp3_home.export(tmp_path / "stored.mp3").read_bytes()
     decoded, mp3_rate = read_mp3(as_stored, from_wav.shape[0])
     assert mp3_rate == 8000 and np.array_equal(decoded, from_mp3)
+    assert np.array_equal(read_mp3(as_stored)[0], from_mp3)  # the gapless tag alone says the length
+    assert plain_decode(as_stored).shape[0] == from_wav.shape[0]  # and every player is told
     played = tmp_path / "played.wav"
     res = run_cli(
         "--home", str(mp3_home.root), "calls", "play", str(mp3_home.call["id"]), "--player", f"tee {played}"
@@ -242,3 +248,44 @@ def test_plot_of_an_on_demand_call_places_events_on_the_files_clock(tmp_path: Pa
     res = run_cli("--home", str(home.root), "calls", "plot", str(home.call["id"]), "--out", str(out))
     assert res.exit_code == 0, res.describe()
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def plain_decode(data: bytes) -> np.ndarray:
+    """What FFmpeg (a player) decodes from an MP3 file, with no help from callrec."""
+    with av.open(io.BytesIO(data), format="mp3") as container:
+        return np.concatenate([frame.to_ndarray().T for frame in container.decode(audio=0)])
+
+
+def test_an_mp3_stored_without_a_gapless_tag_plays_exports_and_plots_its_length(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recordings sealed before the tag was written: the stored stream is as it was (the seal
+    covers it), a WAV export, play and plot cut the delay and padding from the catalogue's length,
+    and an MP3 export is the stored stream with a tag in front, so players get the length too."""
+    from callrec.decode.formats import mp3 as mp3_module
+    from callrec.recorder.saving import saver
+
+    def untagged(*args: Any, **kwargs: Any) -> Iterator[bytes]:  # what mp3_chunks wrote before
+        stream = b"".join(mp3_module.mp3_chunks(*args, **kwargs))
+        info = read_info(stream)
+        assert info is not None
+        yield stream[info.tag_bytes :]
+
+    spec = CallSpec("100", "200", seconds=10.02)
+    with monkeypatch.context() as patched:
+        patched.setattr(saver, "mp3_chunks", untagged)
+        old = Home(tmp_path / "old", '[[rules]]\nname = "qa"\nformat = "mp3"\n', spec)
+    (sealed,) = old.sealed()
+    wav_home = Home(tmp_path / "wav", "", spec)
+    _, from_wav = read_wav(wav_home.export(tmp_path / "from-wav.wav"))
+    n = from_wav.shape[0]
+    assert n == 80160
+    stored = old.export(tmp_path / "stored.mp3").read_bytes()
+    info = read_info(stored)
+    assert info is not None and info.samples == n  # a tag was put in front of the stored frames
+    assert plain_decode(stored).shape[0] == n
+    assert read_wav(old.export(tmp_path / "old.wav"))[1].shape == from_wav.shape
+    played = tmp_path / "played.wav"
+    res = run_cli("--home", str(old.root), "calls", "play", str(old.call["id"]), "--player", f"tee {played}")
+    assert res.exit_code == 0, res.describe()
+    assert read_wav(played)[1].shape == from_wav.shape
