@@ -51,6 +51,11 @@ system-deps:
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 \
 			install -y -q --no-install-recommends systemd iproute2 libpcap0.8; \
 	else echo "note: systemd-analyze or iproute2 is missing: unit checks and live tests will be skipped"; fi
+	@if command -v ffprobe >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 \
+			install -y -q --no-install-recommends ffmpeg; \
+	else echo "note: ffprobe is missing: the MP3 length check against FFmpeg will be skipped"; fi
 
 demo: install
 	rm -rf $(DEMO_HOME) $(DEMO_KEY) demo-call-1.wav
