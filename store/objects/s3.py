@@ -396,7 +396,12 @@ class S3RecordingStore:
             return StorageUnreachable(f"{where}: the bucket does not exist ({subject})")
         if code in _UNREACHABLE_CODES:
             return StorageUnreachable(f"{where}: access denied ({code}) while {subject}")
-        if code is None:  # no answer: connection refused, timeout, no credentials
+        if type(exc).__name__ == "NoCredentialsError":
+            return StorageUnreachable(
+                f"{where}: no AWS credentials found (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                f"~/.aws/credentials or AWS_PROFILE) while {subject}"
+            )
+        if code is None:  # no answer: connection refused, timeout
             text = (str(exc).splitlines() or [type(exc).__name__])[0]
             return StorageUnreachable(f"{where} is unreachable while {subject}: {text}")
         message = _message(exc)
