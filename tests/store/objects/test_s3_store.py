@@ -190,3 +190,16 @@ def test_wrong_credentials_are_access_denied(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
     with pytest.raises(StorageUnreachable, match=f"bucket {s3_bucket} at .*: access denied"):
         make_store(s3_server, s3_bucket).write(NAME, [b"x"])
+
+
+def test_without_object_lock_a_plain_bucket_works_and_delete_removes_the_object(
+    s3_server: S3Server, s3_bucket: str
+) -> None:
+    plain = s3_server.create_bucket(object_lock=False)  # no versioning either
+    store = make_store(s3_server, plain, lock="off")
+    store.check()
+    stored = store.write(NAME, [b"plain"], retain_until_ns=time.time_ns() + 3600 * SEC)  # no lock to set
+    store.set_legal_hold(NAME, True)  # nothing to do with object_lock off
+    store.verify(NAME, stored.sha256, stored.bytes)
+    assert store.delete(NAME) and not store.exists(NAME)
+    assert not s3_server.client().list_objects_v2(Bucket=plain).get("Contents")
