@@ -21,7 +21,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/.installed
-	$(BIN)/python -m pip install -q $(PIP_TARGET)'[test,portal]'
+	$(BIN)/python -m pip install -q $(PIP_TARGET)'[test,portal,fleet]'
 	touch $@
 
 install: $(VENV)/.installed

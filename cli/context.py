@@ -21,6 +21,7 @@ from callrec.store.catalogue.db import Catalogue
 from callrec.store.crypto.keys import KeyDirectory
 from callrec.store.errors import AccessDenied
 from callrec.store.home import Home
+from callrec.store.objects.base import ObjectStore
 
 
 def os_user() -> str:
@@ -51,6 +52,12 @@ class Context:
             self.home.open(create=create)
             self._catalogue = Catalogue(self.home.catalogue_path)
         return self._catalogue
+
+    def recording_store(self) -> ObjectStore:
+        """Where this home's recordings are (``[storage]`` of its configuration; default the home)."""
+        from callrec.recorder.config import load_for_home
+
+        return self.home.recording_store(load_for_home(self.home.root, self.env).storage)
 
     def keys(self) -> KeyDirectory:
         return KeyDirectory(self.home.keys)

@@ -132,7 +132,8 @@ def import_cmd(obj: Context, files: tuple[Path, ...], as_json: bool) -> None:
     )
     if as_json:
         catalogue = obj.catalogue()
-        calls = [call_json(catalogue.get_call(i), obj.home.root) for i in report.created_ids]
+        store = obj.home.recording_store(config.storage)
+        calls = [call_json(catalogue.get_call(i), store) for i in report.created_ids]
         click.echo(dumps(calls))
         click.echo(_summary(report), err=True)
     else:

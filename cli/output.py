@@ -6,8 +6,9 @@ import csv
 import io
 import json
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
+
+from callrec.store.objects.base import ObjectStore
 
 LEG_FIELDS = (
     "direction",
@@ -77,8 +78,9 @@ CSV_FIELDS = (
 )
 
 
-def call_json(row: dict[str, Any], home: Path, *, events: bool = False) -> dict[str, Any]:
-    """The JSON object of one call: the field names and types users' scripts rely on."""
+def call_json(row: dict[str, Any], store: ObjectStore, *, events: bool = False) -> dict[str, Any]:
+    """The JSON object of one call: the field names and types users' scripts rely on. The
+    recording's ``path`` is where ``store`` keeps it (a file, or an ``s3://`` url)."""
     out: dict[str, Any] = {}
     for name in CALL_FIELDS:
         if name == "codecs":
@@ -90,7 +92,7 @@ def call_json(row: dict[str, Any], home: Path, *, events: bool = False) -> dict[
     out["legs"] = [{k: leg.get(k) for k in LEG_FIELDS} for leg in row.get("legs", [])]
     if row.get("recording_path"):
         out["recording"] = {
-            "path": str(home / row["recording_path"]),
+            "path": store.location(row["recording_path"]),
             "sample_rate": row.get("sample_rate"),
             "channels": row.get("channels"),
             "seconds": row.get("recording_seconds"),

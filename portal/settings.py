@@ -9,6 +9,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from callrec.store.objects.settings import StorageSettings
+
 
 @dataclass(frozen=True)
 class PortalConfig:
@@ -23,6 +25,7 @@ class PortalConfig:
 
     home: Path
     audit_anchor: Path | None = None  # the audit anchor file (None: store.home.default_anchor_path)
+    storage: StorageSettings | None = None  # where the recordings are ([storage]; None: the home)
     private_keys: Mapping[str, X25519PrivateKey] = field(default_factory=dict)
     secure_cookies: bool = False
     trusted_proxies: int = 0

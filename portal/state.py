@@ -26,6 +26,7 @@ class PortalState:
     def __init__(self, config: PortalConfig) -> None:
         self.config = config
         self.home = Home(config.home)
+        self.recordings = self.home.recording_store(config.storage)
         self.sessions = SessionStore(config.clock, config.idle_timeout_s, config.session_lifetime_s)
         self.limiter = LoginLimiter(config.clock, config.login_failures, config.login_window_s)
         self.login_csrf = LoginCsrf(secrets.token_bytes(32))

@@ -52,6 +52,13 @@ Every error names the file, the key and the reason (:class:`ConfigError`). What 
     [consent]                   # how consent is established (recorder.policy.controls)
     announcement = "consent.wav"    # relative to the file that names it
     after_s = 8
+
+    [storage]                   # where recordings are kept (default: <home>/recordings)
+    url = "s3://callrec-recordings/site-a"   # an S3 bucket and key prefix (needs callrec[fleet])
+    endpoint_url = "https://s3.example.net"  # S3-compatible store (default: AWS)
+    region = "eu-west-1"
+    object_lock = "compliance"  # or "governance", "off": retain each object until its expiry
+    part_size = "8MiB"          # multipart part size (5 MiB or more): the most held in memory
 """
 
 from __future__ import annotations
@@ -59,7 +66,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,7 +75,8 @@ from callrec.recorder.policy.controls import ConsentSettings, ControlSettings, p
 from callrec.recorder.policy.direction import DirectionPolicy, PolicyError, parse_direction
 from callrec.recorder.policy.rule_config import parse_rules
 from callrec.recorder.policy.rules import RuleSet
-from callrec.store.errors import StoreError
+from callrec.store.errors import InvalidArgument, StoreError
+from callrec.store.objects.settings import MIN_PART_SIZE, OBJECT_LOCK_MODES, StorageSettings
 from callrec.store.retention.policy import RetentionClass, parse_classes
 
 SYSTEM_DIR = Path("/etc/callrec")
@@ -86,6 +94,13 @@ _KNOWN: dict[str, dict[str, type | tuple[type, ...]]] = {
     "controls": {},  # checked by recorder.policy.controls
     "consent": {},
     "rules": {},  # an array of tables, checked by recorder.policy.rules
+    "storage": {
+        "url": str,
+        "endpoint_url": str,
+        "region": str,
+        "object_lock": str,
+        "part_size": (str, int),
+    },
     "capture": {
         "media_timeout_s": (int, float),
         "setup_timeout_s": (int, float),
@@ -127,6 +142,7 @@ class Config:
     )
     controls: ControlSettings = field(default_factory=ControlSettings)
     consent: ConsentSettings = field(default_factory=ConsentSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
     merged: Mapping[str, Any] = field(default_factory=dict)
 
     @staticmethod
@@ -273,6 +289,7 @@ def _build(
         )
     except PolicyError as exc:
         raise ConfigError([_rule_problem(problem, rules) for problem in exc.problems]) from None
+    storage = _storage(merged.get("storage", {}), where)
     shown: dict[str, Any] = dict(merged)
     if rules:
         shown["rules"] = [item for _, item in rules]
@@ -289,8 +306,53 @@ def _build(
         capture={k: frozenset(v) if k == "sip_ports" else v for k, v in merged.get("capture", {}).items()},
         controls=controls,
         consent=consent,
+        storage=storage,
         merged=shown,
     )
+
+
+_SIZE = re.compile(r"(\d+)\s*(B|KiB|MiB|GiB)?", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30}
+
+
+def _storage(table: Mapping[str, Any], where: Callable[[str, str], str]) -> StorageSettings:
+    """The ``[storage]`` table, checked: an ``s3://`` url, a known Object Lock mode, a part size of
+    at least 5 MiB (S3's smallest), an http(s) endpoint."""
+    problems: list[str] = []
+    url = table.get("url")
+    if url is not None and not url.strip():
+        url = None
+    lock = str(table.get("object_lock", "off")).strip().lower()
+    if lock not in OBJECT_LOCK_MODES:
+        problems.append(
+            f"{where('storage', 'object_lock')}: {lock!r} is not one of {', '.join(OBJECT_LOCK_MODES)}"
+        )
+    endpoint = table.get("endpoint_url")
+    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+        problems.append(f"{where('storage', 'endpoint_url')}: {endpoint!r} is not an http:// or https:// url")
+    part = table.get("part_size", 8 << 20)
+    size = part if isinstance(part, int) else None
+    if isinstance(part, str):
+        found = _SIZE.fullmatch(part.strip())
+        size = int(found.group(1)) * _UNITS[(found.group(2) or "").lower()] if found else None
+    if size is None or size < MIN_PART_SIZE:
+        problems.append(
+            f'{where("storage", "part_size")}: {part!r} is not a size of 5 MiB or more (e.g. "8MiB")'
+        )
+    if url is None and lock != "off":
+        problems.append(f"{where('storage', 'object_lock')}: needs [storage] url (an s3:// bucket)")
+    if problems:
+        raise ConfigError(problems)
+    try:
+        return StorageSettings(
+            url=url,
+            endpoint_url=endpoint,
+            region=table.get("region"),
+            object_lock=lock,
+            part_size=int(size or 0),
+        )
+    except InvalidArgument as exc:
+        raise ConfigError([f"{where('storage', 'url')}: {exc}"]) from None
 
 
 def _origin_of(origin: Mapping[tuple[str, str], Path], table: str, problem: str) -> str:

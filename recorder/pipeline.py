@@ -7,6 +7,7 @@ packet that is skipped is counted by reason (frames, SIP and RTP counters togeth
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,10 +17,11 @@ from callrec.capture.frames.decoder import FrameDecoder
 from callrec.capture.sources.capture_file import open_capture
 from callrec.capture.tracking.tracker import CallTracker, TrackerConfig
 from callrec.recorder.config import Config
-from callrec.recorder.saving.saver import CallSaver
+from callrec.recorder.saving.saver import CallSaver, StorageUnavailable
 from callrec.store.catalogue.db import Catalogue
 from callrec.store.crypto.keys import KeyDirectory
 from callrec.store.crypto.vault import Vault
+from callrec.store.errors import StoreError
 from callrec.store.home import Home
 
 ProgressCallback = Callable[[int], None]
@@ -102,17 +104,26 @@ def import_captures(
     init``) nothing is imported (:class:`store.errors.KeyMissing`)."""
     check_captures(paths)
     home.open(create=True)
-    vault = Vault(KeyDirectory(home.keys), home.recording_store())
-    vault.check_ready()
     config = config or Config.defaults()
+    vault = Vault(KeyDirectory(home.keys), home.recording_store(config.storage))
+    vault.check_ready()
     if tracker_config is None and config.capture:
         tracker_config = TrackerConfig(**config.capture)
     importer = _Importer(home, vault, config, tracker_config)
     try:
         for path in paths:
             importer.import_file(Path(path), progress)
-    finally:
         importer.close()
+    except StorageUnavailable as exc:  # the calls committed so far are whole; the rest is not written
+        with contextlib.suppress(StorageUnavailable):
+            importer.close()
+        raise StoreError(
+            f"import stopped, recording storage unavailable: {exc} (run the import again)"
+        ) from exc
+    except BaseException:
+        with contextlib.suppress(StorageUnavailable):
+            importer.close()
+        raise
     return importer.report
 
 

@@ -55,3 +55,13 @@ class AuditTampered(IntegrityError):
 
 class AlreadyPurged(StoreError):
     """The call's recording was destroyed by retention (crypto-shredded): it cannot be held."""
+
+
+class ObjectLocked(StoreError):
+    """The object store refused to delete a recording: its Object Lock retention has not passed yet,
+    or a legal hold is on it. The message says until when (a purge retries it on a later run)."""
+
+
+class StorageUnreachable(StoreError):
+    """The recording store cannot be reached or refuses us: connection refused, access denied, no such
+    bucket. The message names the endpoint and the bucket; nothing was written under the name."""

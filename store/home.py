@@ -31,7 +31,9 @@ from callrec.store.audit.anchor import FileAnchorStore
 from callrec.store.audit.trail import AuditTrail
 from callrec.store.crypto.keys import KeyDirectory
 from callrec.store.errors import InvalidArgument, KeyMissing, NotFound, StoreError
+from callrec.store.objects.base import ObjectStore
 from callrec.store.objects.local import RecordingStore
+from callrec.store.objects.settings import StorageSettings
 
 CATALOGUE_NAME = "catalogue.db"
 RECORDINGS_DIR = "recordings"
@@ -160,9 +162,15 @@ class Home:
             db, signing_key=signing, verify_key=verify, head_path=self.audit_head, anchor=anchors
         )
 
-    def recording_store(self) -> RecordingStore:
-        """The plain (unsealed) recording store over this home, temp files in ``tmp/``."""
-        return RecordingStore(self.root, tmp_dir=self.tmp)
+    def recording_store(self, storage: StorageSettings | None = None) -> ObjectStore:
+        """Where this home's recordings are kept (``[storage]``): by default the files under the home
+        (temp files in ``tmp/``); with an ``s3://`` url, objects in that bucket (boto3 is imported
+        only then)."""
+        if storage is None or storage.url is None:
+            return RecordingStore(self.root, tmp_dir=self.tmp)
+        from callrec.store.objects.s3 import S3RecordingStore
+
+        return S3RecordingStore(storage)
 
 
 def _make_dir(path: Path) -> None:

@@ -10,6 +10,8 @@ import pytest
 
 from tests.helpers.keyset import PASSPHRASE, keyset
 
+pytest_plugins = ["tests.helpers.s3_server"]
+
 
 @pytest.fixture(autouse=True)
 def callrec_environment(

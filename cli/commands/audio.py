@@ -39,7 +39,7 @@ def _opened(
     """The recording's plain bytes (verified chunk by chunk; the end is checked last)."""
     configured = load_for_home(obj.home.root, obj.env).private_keys
     keys = private_keys(key_files, passphrase_file, obj.env, configured)
-    vault = Vault(obj.keys(), obj.home.recording_store())
+    vault = Vault(obj.keys(), obj.recording_store())
     return vault.open(row, obj.catalogue().wrapped_key(int(row["id"])), keys)
 
 
@@ -124,7 +124,8 @@ def calls_export(
     if bitrate is not None and fmt != "mp3":
         raise click.BadOptionUsage("bitrate", "--bitrate is for MP3 exports (--format mp3)")
     row = _recorded_call(obj, call_id, "calls.export")
-    if out.resolve() == obj.home.recording_store().path_of(row["recording_path"]).resolve():
+    stored = obj.recording_store().local_path(row["recording_path"])
+    if stored is not None and out.resolve() == stored.resolve():
         raise click.ClickException(f"{out} is the stored recording itself: choose another --out")
     channels = 1 if mono else int(row.get("channels") or 2)
     try:

@@ -110,7 +110,8 @@ def _list(obj: Context, action: str, text: str | None, options: dict[str, Any]) 
     obj.audit(action, call_ids=[int(r["id"]) for r in rows], detail={"query": query, "results": len(rows)})
     if fmt == "json":
         full = [catalogue.get_call(int(r["id"])) for r in rows]
-        click.echo(dumps([call_json(r, obj.home.root) for r in full]))
+        store = obj.recording_store()
+        click.echo(dumps([call_json(r, store) for r in full]))
     elif fmt == "csv":
         click.echo(calls_csv(rows), nl=False)
     else:
@@ -162,7 +163,7 @@ def calls_show(obj: Context, call_id: int, as_json: bool) -> None:
     """
     row = obj.visible_call(call_id, "calls.show")
     obj.audit("calls.show", call_ids=[call_id])
-    call = call_json(row, obj.home.root, events=True)
+    call = call_json(row, obj.recording_store(), events=True)
     click.echo(dumps(call) if as_json else call_text(call))
 
 
@@ -196,7 +197,7 @@ def calls_verify(obj: Context, call_id: int | None, as_json: bool) -> None:
         rows = catalogue.search(limit=None, spec=CallFilter(scope=scope))
         checked = None if scope is None else {int(row["id"]) for row in rows}  # the trail's, if unscoped
     trail_says = {p.call: p.message for p in call_problems(catalogue.db.conn, history, calls=checked)}
-    vault = Vault(obj.keys(), obj.home.recording_store())
+    vault = Vault(obj.keys(), obj.recording_store())
     results = []
     for found in rows:
         call = int(found["id"])

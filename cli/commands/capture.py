@@ -176,13 +176,22 @@ def capture(
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @click.pass_obj
 def status(obj: Context, control: Path | None, as_json: bool) -> None:
-    """Show the running capture: calls in progress, packets/s, drops, spool and disk.
+    """Show the running capture: calls in progress, packets/s, drops, spool and disk, and the
+    recording store (local directory or S3 bucket) and whether it answers.
 
     \b
     Example:
       callrec --home /var/lib/callrec status
     """
     reply = _ask(control_path(obj, control), {"command": "status"})
+    found = obj.recording_store().status()
+    reply["storage"] = {
+        "kind": found.kind,
+        "location": found.location,
+        "object_lock": found.object_lock,
+        "reachable": found.reachable,
+        "error": found.error,
+    }
     if as_json:
         click.echo(json.dumps(reply, indent=2))
         return
@@ -198,6 +207,9 @@ def status(obj: Context, control: Path | None, as_json: bool) -> None:
         f"journal {reply['journal_bytes']} bytes; disk {reply['disk_used_bytes']} used, "
         f"{reply['disk_free_bytes']} free"
     )
+    lock = f", Object Lock {found.object_lock}" if found.kind != "local" else ""
+    state = "reachable" if found.reachable else f"NOT reachable: {found.error}"
+    click.echo(f"storage {found.kind} {found.location}{lock}: {state}")
     if reply.get("last_error"):
         click.echo(f"last error: {reply['last_error']}")
     calls = reply["calls_in_progress"]

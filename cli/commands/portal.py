@@ -159,6 +159,7 @@ def portal(
         PortalConfig(
             home=obj.home.root,
             audit_anchor=config.audit_anchor,
+            storage=config.storage,
             private_keys=keys,
             secure_cookies=behind_tls,
             trusted_proxies=1 if behind_tls else 0,

@@ -49,7 +49,7 @@ def retention_apply(obj: Context, dry_run: bool, as_json: bool) -> None:
     def audit_purge(action: str, call_ids: Sequence[int], detail: Mapping[str, object]) -> None:
         obj.audit(action, call_ids=call_ids, detail=detail)
 
-    engine = Retention(catalogue.db, obj.home.recording_store())
+    engine = Retention(catalogue.db, obj.recording_store())
     report = engine.apply(
         time.time_ns(), by=who.name, dry_run=dry_run, audit=None if dry_run else audit_purge
     )
@@ -60,6 +60,7 @@ def retention_apply(obj: Context, dry_run: bool, as_json: bool) -> None:
         "held": list(report.held),
         "resumed": list(report.resumed),
         "errors": {str(k): v for k, v in report.errors.items()},
+        "deferred": {str(k): v for k, v in report.deferred.items()},
         "vacuumed": report.vacuumed,
     }
     obj.audit(
@@ -78,6 +79,8 @@ def retention_apply(obj: Context, dry_run: bool, as_json: bool) -> None:
             click.echo(f"  completed {len(report.resumed)} purge(s) an earlier run left unfinished")
         for call, error in sorted(report.errors.items()):
             click.echo(f"  call {call}: {error}")
+        for call, why in sorted(report.deferred.items()):
+            click.echo(f"  call {call}: shredded (unreadable); {why}; retried on the next run")
     if report.errors:
         raise SystemExit(1)
 
@@ -94,7 +97,7 @@ def retention_report(obj: Context, as_json: bool) -> None:
     """
     obj.allow("retention.report")
     classes = load_for_home(obj.home.root, obj.env).retention
-    summary = Retention(obj.catalogue().db, obj.home.recording_store()).report(time.time_ns(), classes)
+    summary = Retention(obj.catalogue().db, obj.recording_store()).report(time.time_ns(), classes)
     obj.audit("retention.report")
     rows = [_class_json(c) for c in summary.classes]
     if as_json:
@@ -146,7 +149,9 @@ def hold_add(obj: Context, call_id: int, reason: str) -> None:
     """
     who = obj.allow("hold.add", call_ids=[call_id])
     catalogue = obj.catalogue()
-    hold_id = Holds(catalogue.db).add(call_id, reason=reason, by=who.name, now_ns=time.time_ns())
+    hold_id = Holds(catalogue.db, obj.recording_store()).add(
+        call_id, reason=reason, by=who.name, now_ns=time.time_ns()
+    )
     obj.audit("hold.add", call_ids=[call_id], detail={"hold": hold_id, "reason": reason})
     click.echo(f"Call {call_id} is on hold ({reason})")
 
@@ -163,7 +168,9 @@ def hold_remove(obj: Context, call_id: int, reason: str) -> None:
       callrec hold remove 42 --reason "case closed"
     """
     who = obj.allow("hold.remove", call_ids=[call_id])
-    released = Holds(obj.catalogue().db).remove(call_id, by=who.name, now_ns=time.time_ns(), reason=reason)
+    released = Holds(obj.catalogue().db, obj.recording_store()).remove(
+        call_id, by=who.name, now_ns=time.time_ns(), reason=reason
+    )
     obj.audit("hold.remove", call_ids=[call_id], detail={"released": released, "reason": reason})
     click.echo(f"Call {call_id}: {released} hold(s) released")
 

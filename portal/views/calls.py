@@ -215,7 +215,7 @@ def _opened_audio(row: Mapping[str, Any]) -> bytes:
     call_id = int(row["id"])
 
     def open_() -> bytes:
-        vault = Vault(gate().keys(), portal.home.recording_store())
+        vault = Vault(gate().keys(), portal.recordings)
         return vault.open_bytes(row, gate().catalogue().wrapped_key(call_id), portal.config.private_keys)
 
     data, _cached = portal.audio.get(

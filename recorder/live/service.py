@@ -125,7 +125,7 @@ class CaptureService:
         self.home.open(create=True)
         _raise_open_files_limit()
         self.config = self.load_config()
-        vault = Vault(KeyDirectory(self.home.keys), self.home.recording_store())
+        vault = Vault(KeyDirectory(self.home.keys), self.home.recording_store(self.config.storage))
         vault.check_ready()
         self.catalogue = Catalogue(self.home.catalogue_path)
         self.audit = self.home.audit_trail(self.catalogue.db, self.config.audit_anchor)

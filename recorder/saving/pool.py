@@ -97,7 +97,7 @@ class SavingEngine:
     ):
         self.home = Home(home_root)
         self.spill = SpillFiles(spill_key) if spill_key is not None else None
-        vault = Vault(KeyDirectory(self.home.keys), self.home.recording_store())
+        vault = Vault(KeyDirectory(self.home.keys), self.home.recording_store(config.storage))
         self.catalogue = Catalogue(self.home.catalogue_path)
         self.counts = SaveTotals()
         self.saver = CallSaver(self.catalogue, vault, config, self.counts)
@@ -230,7 +230,7 @@ class SavingEngine:
             self.audit.record(user="callrec-capture", action=action, call_ids=call_ids, detail=detail)
 
         try:
-            report = Retention(self.catalogue.db, self.home.recording_store()).apply(
+            report = Retention(self.catalogue.db, self.saver.recordings).apply(
                 time.time_ns(), by="callrec-capture", reason="free space below the floor", audit=audit
             )
         except (OSError, sqlite3.Error, StoreError) as exc:

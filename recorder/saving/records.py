@@ -15,7 +15,7 @@ from callrec.decode.events import DtmfEvent, call_dtmf_events
 from callrec.decode.quality import leg_codecs, loss_bursts
 from callrec.decode.render import RenderedCall
 from callrec.store.catalogue.db import iso_from_ns
-from callrec.store.objects.local import StoredFile
+from callrec.store.objects.base import StoredFile
 
 Row = dict[str, Any]
 

@@ -38,7 +38,7 @@ from callrec.recorder.policy.modes import (
 from callrec.recorder.saving.records import call_row, event_rows, leg_rows
 from callrec.store.catalogue.db import Catalogue, iso_from_ns
 from callrec.store.crypto.vault import SEALED_SUFFIX, SealedRecording, Vault
-from callrec.store.errors import StoreError
+from callrec.store.errors import StorageUnreachable, StoreError
 from callrec.store.retention.policy import expiry_ns
 
 log = logging.getLogger(__name__)
@@ -126,12 +126,14 @@ class CallSaver:
         error = None
         why = None
         decided = decide_call(call, self.config)
+        retention = self.config.retention_class(decided.decision.retention)
+        expires = expiry_ns(call.started_ns, retention)
         try:
             why = decided.blocked
             if why is None:  # the rules select this call: render, then seal what they allow
                 rendered = render_call(call)
                 if rendered.samples.shape[0] > 0:
-                    plan, sealed, stored_s = self._record(call, rendered, decided, commands)
+                    plan, sealed, stored_s = self._record(call, rendered, decided, commands, expires)
                 why = plan.blocked if plan is not None and plan.blocked else None
                 why = why or not_recorded_reason(call, recorded=sealed is not None)
         except StorageUnavailable:
@@ -162,8 +164,6 @@ class CallSaver:
             row.update(plan_fields(plan, stored_s if sealed is not None else None))
             if sealed is not None:
                 row.update(recording_format=decision.format, recording_seconds=round(stored_s, 3))
-        retention = self.config.retention_class(decision.retention)
-        expires = expiry_ns(call.started_ns, retention)
         row.update(retention_class=retention.name, expires_ns=expires, expires_at=iso_from_ns(expires))
         wrapped = None
         if sealed is not None:
@@ -182,10 +182,16 @@ class CallSaver:
         return row
 
     def _record(
-        self, call: CapturedCall, rendered: RenderedCall, decided: CallDecision, commands: Sequence[Signal]
+        self,
+        call: CapturedCall,
+        rendered: RenderedCall,
+        decided: CallDecision,
+        commands: Sequence[Signal],
+        expires_ns: int | None,
     ) -> tuple[RecordingPlan, SealedRecording | None, float]:
         """Plan which spans are kept (on-demand, pause, consent), then seal only those, in the
-        rule's format and channels. Returns the plan, the sealed recording and its seconds."""
+        rule's format and channels, kept by the store until ``expires_ns`` (Object Lock). Returns
+        the plan, the sealed recording and its seconds."""
         decision = decided.decision
         controls = self.config.controls
         plan = plan_recording(call, rendered, decision, controls, self.config.consent, commands)
@@ -199,9 +205,11 @@ class CallSaver:
         name = recording_name(call, f".{decision.format}{SEALED_SUFFIX}")
         chunks = mp3_chunks(samples, rate) if decision.format == "mp3" else wav_chunks(samples, rate)
         try:  # no catalogued call has this name (checked in save): a file there is a crash's orphan
-            sealed = self.vault.seal(name, chunks, sync=False, replace=True)
+            sealed = self.vault.seal(name, chunks, sync=False, replace=True, retain_until_ns=expires_ns)
         except OSError as exc:
             raise StorageUnavailable(f"writing {name}: {exc}") from exc
+        except StorageUnreachable as exc:  # the object store is down or refuses us: not this call's fault
+            raise StorageUnavailable(str(exc)) from exc
         except StoreError as exc:
             if isinstance(exc.__cause__, OSError):  # full, read-only, gone: not this call's fault
                 raise StorageUnavailable(str(exc)) from exc

@@ -37,7 +37,7 @@ from callrec.store.crypto.seal import (
     verify_fields,
 )
 from callrec.store.errors import KeyMissing, NotFound, TamperedError
-from callrec.store.objects.local import Chunk, RecordingStore, StoredFile
+from callrec.store.objects.base import Chunk, ObjectStore, StoredFile
 
 SEALED_SUFFIX = ".sealed"
 RECORDING_CHUNK = 1 << 20
@@ -72,7 +72,7 @@ class SealedRecording:
 class Vault:
     """Sealing (appliance side: public key and signing key only) and opening (private keys)."""
 
-    def __init__(self, keys: KeyDirectory, recordings: RecordingStore) -> None:
+    def __init__(self, keys: KeyDirectory, recordings: ObjectStore) -> None:
         self.keys = keys
         self.recordings = recordings
         # read once per Vault (an import, a daemon's configuration): parsing the key files for
@@ -94,17 +94,26 @@ class Vault:
         return self._signing
 
     def check_ready(self) -> None:
-        """Raise :class:`KeyMissing` unless a recording key and the signing key exist."""
+        """Raise :class:`KeyMissing` unless a recording key and the signing key exist, and the
+        recording store's start-up check error (no bucket, no Object Lock, unreachable) if it fails."""
         self._current_key()
         self._signing_key()
+        self.recordings.check()
 
     # -- appliance side ---------------------------------------------------------------------------
 
     def seal(
-        self, relative_name: str, plain_chunks: Iterable[Chunk], *, sync: bool = True, replace: bool = False
+        self,
+        relative_name: str,
+        plain_chunks: Iterable[Chunk],
+        *,
+        sync: bool = True,
+        replace: bool = False,
+        retain_until_ns: int | None = None,
     ) -> SealedRecording:
         """Seal ``plain_chunks`` into ``relative_name`` (atomic; plain bytes never reach the disk).
-        ``replace``: a file of that name is an orphan (written before a crash, never catalogued)."""
+        ``replace``: a file of that name is an orphan (written before a crash, never catalogued).
+        ``retain_until_ns``: the call's retention expiry (the store's Object Lock, where it has one)."""
         recording_id = secrets.token_bytes(16)
         sealer = Sealer(self._current_key(), recording_id, chunk_size=RECORDING_CHUNK)
         try:  # one scratch buffer per sealing at a time; list.pop and append are atomic
@@ -113,7 +122,9 @@ class Vault:
             scratch = bytearray(scratch_size(RECORDING_CHUNK))
         try:  # the store writes each piece out before asking for the next, as a scratch buffer needs
             pieces = sealer.seal(plain_chunks, scratch)
-            stored = self.recordings.write(relative_name, pieces, sync=sync, replace=replace)
+            stored = self.recordings.write(
+                relative_name, pieces, sync=sync, replace=replace, retain_until_ns=retain_until_ns
+            )
         finally:
             self._scratch.append(scratch)
         return SealedRecording(

@@ -1,8 +1,8 @@
 """Recording files at rest: atomic, checksummed writes under a root directory.
 
-:class:`RecordingStore` is the plain implementation; the recorder depends only on the small
-:class:`RecordingWriter` protocol, so a sealing writer (encrypt-as-you-write, a later issue) can
-take its place, e.g. by transforming the chunk stream and delegating to a ``RecordingStore``.
+:class:`RecordingStore` is the single box's :class:`~callrec.store.objects.base.ObjectStore`: its
+callers depend only on that protocol, so the S3 store (:mod:`callrec.store.objects.s3`) takes its
+place when ``[storage] url`` says so.
 
 A write never leaves a partial file under its final name: bytes go to a temp file (``O_EXCL``,
 mode 0600) in ``tmp_dir`` or the target's directory, are fsynced, then renamed into place and the
@@ -17,54 +17,25 @@ import hashlib
 import os
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import BinaryIO
 
-from callrec.store.errors import AlreadyExists, IntegrityError, InvalidArgument, NotFound, StoreError
+from callrec.store.errors import AlreadyExists, NotFound, StoreError
 from callrec.store.files import fsync_dir, os_errors, syncfs
-
-Chunk = bytes | bytearray | memoryview
-"""A piece of a recording as handed to :meth:`RecordingWriter.write`."""
+from callrec.store.objects.base import (
+    Chunk,
+    RecordingWriter,
+    StoredFile,
+    StoreStatus,
+    check_digest,
+    digest_stream,
+    normalize_name,
+)
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
-_READ_SIZE = 1 << 20
 
-
-@dataclass(frozen=True, slots=True)
-class StoredFile:
-    """A file as written: absolute ``path``, ``relative_path`` (POSIX, relative to the store's
-    root, what the catalogue records), size in ``bytes`` and hex ``sha256`` of those bytes."""
-
-    path: Path
-    relative_path: str
-    bytes: int
-    sha256: str
-
-
-@runtime_checkable
-class RecordingWriter(Protocol):
-    """What the recorder needs to put a recording at rest. Implementations must be atomic:
-    either the whole file exists under ``relative_name`` afterwards, or nothing does."""
-
-    def write(self, relative_name: str, chunks: Iterable[Chunk], *, replace: bool = False) -> StoredFile:
-        """Store the concatenation of ``chunks`` under ``relative_name``."""
-        ...
-
-
-def normalize_name(relative_name: str | PurePosixPath) -> str:
-    """Validate a store-relative name and return it in canonical POSIX form (``a/b/c.wav``).
-
-    Absolute names, ``.``/``..`` components, empty components, backslashes and NUL are refused,
-    so a name can never point outside the store's root."""
-    text = str(relative_name)
-    if not text or "\x00" in text or "\\" in text or text.startswith("/"):
-        raise InvalidArgument(f"invalid recording name {text!r}: use a relative path like 'a/b.wav'")
-    parts = text.split("/")
-    if any(part in ("", ".", "..") for part in parts):
-        raise InvalidArgument(f"invalid recording name {text!r}: use a relative path like 'a/b.wav'")
-    return "/".join(parts)
+__all__ = ["Chunk", "RecordingStore", "RecordingWriter", "StoredFile", "normalize_name"]
 
 
 class RecordingStore:
@@ -73,6 +44,8 @@ class RecordingStore:
     ``tmp_dir`` (e.g. the home's ``tmp/``) holds temp files when it is on the target's filesystem
     (a rename cannot cross filesystems: with ``recordings/`` mounted apart, or ``None``, temp files are
     made next to their target)."""
+
+    kind = "local"
 
     def __init__(
         self, root: str | os.PathLike[str], *, tmp_dir: str | os.PathLike[str] | None = None
@@ -87,12 +60,46 @@ class RecordingStore:
         """Absolute path of a store-relative name (validated, not checked for existence)."""
         return self.root.joinpath(*normalize_name(relative_path).split("/"))
 
+    def location(self, relative_path: str | PurePosixPath) -> str:
+        """The file's absolute path."""
+        return str(self.path_of(relative_path))
+
+    def local_path(self, relative_path: str | PurePosixPath) -> Path:
+        """The file of a stored name (see :meth:`path_of`)."""
+        return self.path_of(relative_path)
+
+    def extend_retention(self, relative_path: str | PurePosixPath, until_ns: int) -> None:
+        """Nothing to do: a local directory has no Object Lock (the catalogue's expiry governs)."""
+
+    def set_legal_hold(self, relative_path: str | PurePosixPath, on: bool) -> None:
+        """Nothing to do: a local directory has no Object Lock (the catalogue's holds govern)."""
+
+    def check(self) -> None:
+        """Raise :class:`StoreError` unless the root is a writable directory."""
+        found = self.status()
+        if not found.reachable:
+            raise StoreError(found.error or f"cannot use {self.root}")
+
+    def status(self) -> StoreStatus:
+        """The directory, and whether it exists and is writable."""
+        if not self.root.is_dir():
+            return StoreStatus("local", str(self.root), "off", False, f"{self.root} does not exist")
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            return StoreStatus("local", str(self.root), "off", False, f"cannot write to {self.root}")
+        return StoreStatus("local", str(self.root), "off", True)
+
     def exists(self, relative_path: str | PurePosixPath) -> bool:
         """Whether a file is stored under ``relative_path``."""
         return self.path_of(relative_path).is_file()
 
     def write(
-        self, relative_name: str, chunks: Iterable[Chunk], *, replace: bool = False, sync: bool = True
+        self,
+        relative_name: str,
+        chunks: Iterable[Chunk],
+        *,
+        replace: bool = False,
+        sync: bool = True,
+        retain_until_ns: int | None = None,
     ) -> StoredFile:
         """Write ``chunks`` atomically to ``relative_name`` and return what was stored.
 
@@ -159,23 +166,14 @@ class RecordingStore:
 
     def checksum(self, relative_path: str | PurePosixPath) -> tuple[int, str]:
         """Size in bytes and hex sha256 of a stored file, read in 1 MiB blocks."""
-        digest = hashlib.sha256()
-        size = 0
         with self.open(relative_path) as handle:
-            while block := handle.read(_READ_SIZE):
-                digest.update(block)
-                size += len(block)
-        return size, digest.hexdigest()
+            return digest_stream(handle)
 
     def verify(self, relative_path: str | PurePosixPath, sha256: str, size: int | None = None) -> None:
         """Raise :class:`IntegrityError` unless the stored bytes hash to ``sha256`` (and have
         ``size`` bytes, when given); :class:`NotFound` if the file is missing."""
         actual_size, actual = self.checksum(relative_path)
-        name = normalize_name(relative_path)
-        if size is not None and actual_size != size:
-            raise IntegrityError(f"recording {name} has {actual_size} bytes, the catalogue says {size}")
-        if actual != sha256.strip().lower():
-            raise IntegrityError(f"recording {name} is damaged: sha256 {actual}, the catalogue says {sha256}")
+        check_digest(normalize_name(relative_path), actual_size, actual, sha256, size)
 
     def delete(self, relative_path: str | PurePosixPath, *, missing_ok: bool = False) -> bool:
         """Remove a stored file and fsync its directory. Returns whether a file was removed;

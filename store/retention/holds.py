@@ -23,6 +23,7 @@ from sqlite_utils import Database
 
 from callrec.store.catalogue.migrations import iso_from_ns, write_transaction
 from callrec.store.errors import AlreadyPurged, InvalidArgument, NotFound
+from callrec.store.objects.base import ObjectStore
 
 __all__ = ["Hold", "Holds"]
 
@@ -49,10 +50,21 @@ class Hold:
 
 
 class Holds:
-    """Legal holds in the catalogue ``db``."""
+    """Legal holds in the catalogue ``db`` and, given the recording store ``objects``, on the
+    recordings themselves: placing a hold sets the object's legal hold (Object Lock), releasing the
+    last one clears it, each inside the catalogue's transaction, so that a store that refuses leaves
+    both sides as they were (the error propagates)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, objects: ObjectStore | None = None) -> None:
         self.db = db
+        self.objects = objects
+
+    def _set_object_hold(self, conn: sqlite3.Connection, call: int, on: bool) -> None:
+        if self.objects is None:
+            return
+        row = conn.execute("SELECT recording_path FROM calls WHERE id = ?", (call,)).fetchone()
+        if row is not None and row[0]:
+            self.objects.set_legal_hold(str(row[0]), on)
 
     def add(self, call: int, *, reason: str, by: str, now_ns: int) -> int:
         """Place a hold on ``call`` and return its id. Raises :class:`NotFound` for an unknown
@@ -71,6 +83,7 @@ class Holds:
                 "INSERT INTO holds (call, reason, placed_by, placed_at) VALUES (?, ?, ?, ?) RETURNING id",
                 (call, reason, by, iso_from_ns(now_ns)),
             ).fetchone()
+            self._set_object_hold(conn, call, True)
             return int(row[0])
 
     def remove(self, call: int, *, by: str, now_ns: int, reason: str = "") -> int:
@@ -86,6 +99,7 @@ class Holds:
             )
             if cursor.rowcount == 0:
                 raise NotFound(f"call {call} has no active hold")
+            self._set_object_hold(conn, call, False)
             return int(cursor.rowcount)
 
     def active(self, call: int) -> builtins.list[Hold]:

@@ -11,7 +11,9 @@ run completes (interrupted purges are completed first):
 2. ``shred``: the wrapped data key (``recording_keys``) is deleted and the tombstone's ``purged_at``
    set: the point of no return, the audio is unrecoverable even from a copy of the file. A hold
    placed before it (or a later expiry) removes the tombstone instead; after it, holds are refused;
-3. ``delete-file``: the sealed file is deleted (already missing is fine);
+3. ``delete-file``: the sealed file is deleted (already missing is fine). An object store under
+   Object Lock may refuse (:class:`ObjectLocked`: retention not passed, a legal hold left on): the
+   call is reported as ``deferred``, stays shredded, and every later run retries from here;
 4. ``redact``: recording columns cleared, personal data redacted, tombstone ``'purged'``, the
    caller's audit hook called, in one transaction.
 
@@ -35,8 +37,8 @@ from typing import Any
 from sqlite_utils import Database
 
 from callrec.store.catalogue.migrations import iso_from_ns, write_transaction
-from callrec.store.errors import InvalidArgument, StoreError
-from callrec.store.objects.local import RecordingStore
+from callrec.store.errors import InvalidArgument, ObjectLocked, StoreError
+from callrec.store.objects.base import ObjectStore
 from callrec.store.retention.policy import RetentionClass
 
 log = logging.getLogger(__name__)
@@ -77,7 +79,10 @@ class PurgeReport:
     """What :meth:`Retention.apply` did. ``purged``: calls purged now (``resumed``: those of them
     completing an interrupted purge); ``would_purge``: what a dry run would purge; ``held``:
     expired recordings kept because of a hold; ``errors``: call id -> message, for calls that
-    failed (they are retried on the next run); ``vacuumed``: the file was rebuilt (no stale page
+    failed (they are retried on the next run); ``deferred``: call id -> message, for calls whose
+    recording was crypto-shredded (unreadable) but whose object the store still refuses to delete
+    (Object Lock retention or a legal hold): every later run retries the delete, then redacts;
+    ``vacuumed``: the file was rebuilt (no stale page
     bytes left); ``checkpointed``: the WAL was emptied."""
 
     now_ns: int
@@ -89,6 +94,7 @@ class PurgeReport:
     errors: Mapping[int, str] = field(default_factory=dict)
     vacuumed: bool = False
     checkpointed: bool = True
+    deferred: Mapping[int, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -189,7 +195,7 @@ class Retention:
     """Finds and purges expired recordings in the catalogue ``db`` and the files of ``recordings``
     (whose root the calls' ``recording_path`` is relative to). See the module docstring."""
 
-    def __init__(self, db: Database, recordings: RecordingStore) -> None:
+    def __init__(self, db: Database, recordings: ObjectStore) -> None:
         self.db = db
         self.recordings = recordings
 
@@ -235,7 +241,7 @@ class Retention:
             held = tuple(self.held_expired(now_ns))
             due = [c.call for c in candidates if c.state != "purging" or _due(c, now_ns, held)]
             return PurgeReport(now_ns, True, would_purge=tuple(due), held=held)
-        purged, resumed, errors = list[int](), list[int](), dict[int, str]()
+        purged, resumed, errors, deferred = list[int](), list[int](), dict[int, str](), dict[int, str]()
         previous = int(conn.execute("PRAGMA secure_delete").fetchone()[0])
         conn.execute("PRAGMA secure_delete = ON")
         try:
@@ -244,6 +250,12 @@ class Retention:
                     done = self._purge(candidate, now_ns, by.strip(), reason, audit, after_step)
                 except _HookFailed as failed:
                     raise failed.args[0] from None
+                except ObjectLocked as exc:  # shredded already; the store keeps the object a while longer
+                    deferred[candidate.call] = _message(exc)
+                    log.info(
+                        "call %d: %s (retried on the next run)", candidate.call, deferred[candidate.call]
+                    )
+                    continue
                 except Exception as exc:  # one broken call never stops the run
                     errors[candidate.call] = _message(exc)
                     log.warning("call %d not purged: %s", candidate.call, errors[candidate.call])
@@ -256,7 +268,9 @@ class Retention:
         finally:
             conn.execute(f"PRAGMA secure_delete = {previous}")
         held, wal = tuple(self.held_expired(now_ns)), self._checkpoint()
-        return PurgeReport(now_ns, False, tuple(purged), (), held, tuple(resumed), errors, vacuumed, wal)
+        return PurgeReport(
+            now_ns, False, tuple(purged), (), held, tuple(resumed), errors, vacuumed, wal, deferred
+        )
 
     def _purge(
         self, c: Candidate, now_ns: int, by: str, reason: str, audit: Audit | None, hook: AfterStep | None

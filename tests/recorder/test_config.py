@@ -48,7 +48,20 @@ def test_no_file_gives_the_defaults() -> None:
     ("text", "message"),
     [
         ("[retention\n", "not valid TOML"),
-        ("[storage]\nx = 1\n", "[storage]: unknown section"),
+        ("[storage]\nx = 1\n", "storage.x: unknown key"),
+        (
+            '[storage]\nurl = "http://b/p"\n',
+            "storage.url: storage url 'http://b/p' is not s3://bucket/prefix",
+        ),
+        (
+            '[storage]\nurl = "s3://bucket"\nobject_lock = "forever"\n',
+            "storage.object_lock: 'forever' is not one of",
+        ),
+        (
+            '[storage]\nurl = "s3://bucket"\npart_size = "1MiB"\n',
+            "storage.part_size: '1MiB' is not a size of 5 MiB",
+        ),
+        ('[storage]\nobject_lock = "compliance"\n', "storage.object_lock: needs [storage] url"),
         ("[recording]\nformat = 'wav'\n", "recording.format: unknown key"),
         ("[capture]\nmedia_timeout_s = 'long'\n", "capture.media_timeout_s: wrong type str"),
         ("[capture]\nunsignalled = 1\n", "capture.unsignalled: wrong type int"),

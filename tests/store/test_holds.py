@@ -165,3 +165,27 @@ def test_holds_follow_a_simple_model(ops: list[tuple[str, int]]) -> None:
             assert [len(holds.active(c)) for c in calls] == active
         assert len(holds.list(active_only=False)) == sum(op == "add" for op, _ in ops)
         assert len(holds.list()) == sum(active)
+
+
+def test_a_store_that_refuses_the_legal_hold_leaves_no_hold(
+    cat: Catalogue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from callrec.store.errors import StorageUnreachable
+    from callrec.store.objects.s3 import S3RecordingStore
+    from callrec.store.objects.settings import StorageSettings
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "callrec")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "callrec-secret")
+    call = new_call(cat)
+    nowhere = S3RecordingStore(
+        StorageSettings(
+            url="s3://callrec-none/p", endpoint_url="http://127.0.0.1:9", object_lock="compliance"
+        )
+    )
+    with pytest.raises(StorageUnreachable, match="bucket callrec-none at http://127.0.0.1:9 is unreachable"):
+        Holds(cat.db, nowhere).add(call, reason="case 1", by="carol", now_ns=T0)
+    assert Holds(cat.db).list(active_only=False) == [] and not cat.db.conn.in_transaction
+    Holds(cat.db).add(call, reason="case 1", by="carol", now_ns=T0)
+    with pytest.raises(StorageUnreachable):
+        Holds(cat.db, nowhere).remove(call, by="carol", now_ns=T0 + SEC)
+    assert Holds(cat.db).is_held(call)  # still held on both sides
